@@ -1,0 +1,157 @@
+"""Compile a quantized NIR graph to Lava processes and run it (``Loihi2SimCfg('fixed_pt')``).
+
+Mapping (one Lava process per node):
+
+* Affine -> ``lava.proc.dense.Dense`` (8-bit mantissa, ``weight_exp``; graded messages when
+  fed by the input, whose values may be event counts);
+* Conv2d -> ``lava.proc.conv.Conv``; Lava stores images as (X, Y, C) = (W, H, C) and computes a
+  true convolution, so kernels are flipped and transposed to (C_out, W, H, C_in);
+* IF/LIF/CubaLIF with reset to zero -> Lava's stock ``LIF``; with reset by subtraction -> our
+  ``LIFSubtract`` (bit-accurate model in ``models.py``);
+* Input -> our ``EventSource`` that injects only the events that occurred.
+
+Timing: every synapse process adds one step (docs/timing.md); callers run ``T + depth`` steps.
+"""
+
+from __future__ import annotations
+
+import nir
+import numpy as np
+from lava.proc.conv.process import Conv
+from lava.proc.dense.process import Dense
+from lava.proc.lif.process import LIF
+
+from ....errors import GraphError, QuantizationError
+from ....graph import evaluation_order, is_neuron, predecessors, successors
+from ..processes import EventSource, LIFSubtract
+from ..run_utils import run_and_record
+
+
+def to_lava_layout(a: np.ndarray) -> np.ndarray:
+    """NIR (C, H, W) -> Lava (W, H, C); vectors are unchanged. Works on trailing axes."""
+    a = np.asarray(a)
+    return np.swapaxes(a, -1, -3) if a.ndim >= 3 else a
+
+
+def from_lava_layout(a: np.ndarray, nir_shape) -> np.ndarray:
+    """Lava (..., W, H, C) recordings back to NIR (..., C, H, W)."""
+    return np.swapaxes(a, -1, -3) if len(nir_shape) == 3 else a
+
+
+def _lava_shape(shape) -> tuple[int, ...]:
+    shape = tuple(int(s) for s in shape)
+    return shape[::-1] if len(shape) == 3 else shape
+
+
+def _flat_perm(shape) -> np.ndarray:
+    """Column order of a Dense fed by a Lava-layout (W, H, C) port flattened in C order."""
+    shape = tuple(int(s) for s in shape)
+    idx = np.arange(int(np.prod(shape))).reshape(shape)
+    return to_lava_layout(idx).reshape(-1)
+
+
+class LavaNetwork:
+    """Lava processes for one sample of a quantized graph."""
+
+    def __init__(self, graph: nir.NIRGraph, x: np.ndarray):
+        self.graph = graph
+        order, back = evaluation_order(graph)
+        pred, succ = predecessors(graph), successors(graph)
+        self.procs: dict[str, object] = {}
+        self.out_port: dict[str, object] = {}
+        inp = [k for k, n in graph.nodes.items() if isinstance(n, nir.Input)]
+        if len(inp) != 1:
+            raise GraphError("the Lava backend needs exactly one Input node")
+        self.input = inp[0]
+        in_shape = tuple(int(s) for s in graph.nodes[self.input].output_type["output"])
+        consumers = {type(graph.nodes[s]) for s in succ[self.input]}
+        flat_in = consumers <= {nir.Affine} and len(in_shape) == 3
+        src_shape = (int(np.prod(in_shape)),) if flat_in else _lava_shape(in_shape)
+        xs = np.asarray(x)  # [T, *in_shape]
+        xl = xs.reshape(xs.shape[0], -1) if flat_in else to_lava_layout(xs).reshape(
+            xs.shape[0], -1)
+        t_idx, n_idx = np.nonzero(xl)
+        self.procs[self.input] = EventSource(
+            shape=src_shape, t_idx=(t_idx + 1).astype(np.int64), neuron_idx=n_idx.astype(np.int64),
+            value=xl[t_idx, n_idx].astype(np.int64), name=self.input)
+        self.out_port[self.input] = self.procs[self.input].s_out
+        for name in order:
+            node = graph.nodes[name]
+            if isinstance(node, (nir.Input, nir.Output)):
+                continue
+            if is_neuron(node):
+                self.procs[name] = _neuron(name, node)
+            elif isinstance(node, (nir.Affine, nir.Conv2d)):
+                self.procs[name] = _synapse(name, node, from_input=pred[name] == [self.input])
+            else:
+                raise GraphError(f"node {name!r}: {type(node).__name__} has no Lava mapping; "
+                                 "lower the graph first")
+            self.out_port[name] = (self.procs[name].s_out if is_neuron(node)
+                                   else self.procs[name].a_out)
+        for a, b in graph.edges:
+            nb = graph.nodes[b]
+            if isinstance(nb, nir.Output):
+                continue
+            port_in = self.procs[b].a_in if is_neuron(nb) else self.procs[b].s_in
+            src = self.out_port[a]
+            if isinstance(nb, nir.Affine) and len(src.shape) > 1:
+                src = src.flatten()
+            src.connect(port_in)
+        self.neurons = [k for k, n in graph.nodes.items() if is_neuron(n)]
+
+    def run(self, num_steps: int) -> dict[str, np.ndarray]:
+        """Run and return spikes of every neuron layer, ``[num_steps, *nir_shape]``."""
+        ports = {k: self.procs[k].s_out for k in self.neurons}
+        rec = run_and_record(self.procs[self.neurons[0]], num_steps, ports=ports)
+        out = {}
+        for k in self.neurons:
+            shape = tuple(int(s) for s in self.graph.nodes[k].output_type["output"])
+            out[k] = from_lava_layout(rec[k], shape).reshape(num_steps, *shape)
+        return out
+
+
+def _neuron(name: str, node):
+    q = node.metadata["loihi"]
+    shape = tuple(int(s) for s in node.output_type["output"])
+    lshape = _lava_shape(shape)
+
+    def lay(a):
+        return to_lava_layout(np.broadcast_to(np.asarray(a, np.int64), shape))
+
+    kw = dict(shape=lshape, du=int(q["du"]), dv=int(q["dv"]), bias_mant=lay(q["bias_mant"]),
+              bias_exp=int(q["bias_exp"]), v=lay(q["v_init"]), name=name)
+    if q["reset"] == "subtract":
+        return LIFSubtract(vth=lay(q["vth"]), **kw)
+    vth = np.asarray(q["vth"])
+    if not np.all(vth == vth.flat[0]):
+        raise QuantizationError(f"node {name!r}: Lava's LIF has one threshold per layer")
+    return LIF(vth=int(vth.flat[0]), **kw)
+
+
+def _synapse(name: str, node, from_input: bool):
+    q = node.metadata["loihi"]
+    w = np.asarray(q["weight_mant"], np.int64)
+    if isinstance(node, nir.Affine):
+        in_shape = tuple(int(s) for s in node.input_type["input"])
+        if len(in_shape) == 3 and not from_input:
+            w = w[:, _flat_perm(in_shape)]
+        return Dense(weights=w, weight_exp=int(q["weight_exp"]), num_weight_bits=8,
+                     num_message_bits=16 if from_input else 0, name=name)
+    in_shape = tuple(int(s) for s in node.input_type["input"])
+    lw = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(0, 3, 2, 1))
+    pad = np.atleast_1d(np.asarray(node.padding)).astype(int)
+    stride = np.atleast_1d(np.asarray(node.stride)).astype(int)
+    dil = np.atleast_1d(np.asarray(node.dilation)).astype(int)
+    return Conv(weight=lw, input_shape=_lava_shape(in_shape),
+                padding=(int(pad[-1]), int(pad[0])), stride=(int(stride[-1]), int(stride[0])),
+                dilation=(int(dil[-1]), int(dil[0])), groups=int(node.groups), name=name)
+
+
+def simulate_lava(graph: nir.NIRGraph, x: np.ndarray, num_steps: int | None = None):
+    """Run each sample of ``x`` (``[T, B, *shape]``) in Lava; returns activity ``[T', B, ...]``."""
+    xs = np.asarray(x)
+    steps = int(num_steps or xs.shape[0])
+    if steps > xs.shape[0]:
+        xs = np.concatenate([xs, np.zeros((steps - xs.shape[0], *xs.shape[1:]), xs.dtype)])
+    per_sample = [LavaNetwork(graph, xs[:, b]).run(steps) for b in range(xs.shape[1])]
+    return {k: np.stack([r[k] for r in per_sample], axis=1) for k in per_sample[0]}

@@ -1,0 +1,1 @@
+"""Front ends: turn a model file or object into a NIR graph."""
