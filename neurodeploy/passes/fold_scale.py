@@ -1,8 +1,8 @@
 """Fold uniform ``Scale`` nodes (AvgPool's 1/k^2, spike amplitudes) into the next weights.
 
 A scalar scale commutes with SumPool2d and Flatten, so it is pushed through them into the
-first Conv2d/Affine/Linear downstream, provided each node on the way has this chain as its
-only input. Non-uniform scales, or scales feeding a sum, stay in the graph.
+first Conv2d/Affine/Linear on every branch downstream, provided each node on the way has this
+chain as its only input. Non-uniform scales, or scales feeding a sum, stay in the graph.
 """
 
 from __future__ import annotations
@@ -29,21 +29,26 @@ def fold_scale(graph: nir.NIRGraph) -> nir.NIRGraph:
             s = np.asarray(node.scale, dtype=np.float64)
             if s.size == 0 or not np.all(s == s.flat[0]):
                 continue
-            target, cur = None, name
-            while len(succ[cur]) == 1:
-                nxt = succ[cur][0]
-                if len(pred[nxt]) != 1:
-                    break
-                if isinstance(g.nodes[nxt], _WEIGHTED):
-                    target = nxt
-                    break
-                if not isinstance(g.nodes[nxt], _COMMUTES):
-                    break
-                cur = nxt
-            if target is None:
+            targets = [_weighted_target(g, pred, succ, nxt) for nxt in succ[name]
+                       if len(pred[nxt]) == 1]
+            if not succ[name] or len(targets) != len(succ[name]) or None in targets:
                 continue
-            g.nodes[target].weight = np.asarray(g.nodes[target].weight) * s.flat[0]
+            for target in targets:
+                g.nodes[target].weight = np.asarray(g.nodes[target].weight) * s.flat[0]
             remove_node(g, name)
             changed = True
             break
     return g
+
+
+def _weighted_target(g, pred, succ, start):
+    """The weighted node reached from ``start`` through single-input commuting nodes, or None."""
+    cur = start
+    while True:
+        if isinstance(g.nodes[cur], _WEIGHTED):
+            return cur
+        if not isinstance(g.nodes[cur], _COMMUTES) or len(succ[cur]) != 1:
+            return None
+        cur = succ[cur][0]
+        if len(pred[cur]) != 1:
+            return None

@@ -82,7 +82,9 @@ class LavaNetwork:
             if is_neuron(node):
                 self.procs[name] = _neuron(name, node)
             elif isinstance(node, (nir.Affine, nir.Conv2d)):
-                self.procs[name] = _synapse(name, node, from_input=pred[name] == [self.input])
+                src_shape_n = graph.nodes[pred[name][0]].output_type["output"]
+                self.procs[name] = _synapse(name, node, src_shape_n,
+                                            from_input=pred[name] == [self.input])
             else:
                 raise GraphError(f"node {name!r}: {type(node).__name__} has no Lava mapping; "
                                  "lower the graph first")
@@ -128,16 +130,15 @@ def _neuron(name: str, node):
     return LIF(vth=int(vth.flat[0]), **kw)
 
 
-def _synapse(name: str, node, from_input: bool):
+def _synapse(name: str, node, in_shape, from_input: bool):
     q = node.metadata["loihi"]
     w = np.asarray(q["weight_mant"], np.int64)
+    in_shape = tuple(int(s) for s in in_shape)
     if isinstance(node, nir.Affine):
-        in_shape = tuple(int(s) for s in node.input_type["input"])
         if len(in_shape) == 3 and not from_input:
             w = w[:, _flat_perm(in_shape)]
         return Dense(weights=w, weight_exp=int(q["weight_exp"]), num_weight_bits=8,
                      num_message_bits=16 if from_input else 0, name=name)
-    in_shape = tuple(int(s) for s in node.input_type["input"])
     lw = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(0, 3, 2, 1))
     pad = np.atleast_1d(np.asarray(node.padding)).astype(int)
     stride = np.atleast_1d(np.asarray(node.stride)).astype(int)

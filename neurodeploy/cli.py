@@ -1,0 +1,231 @@
+"""Command line: ``neurodeploy compile | inspect | run``.
+
+User errors (bad files, unsupported layers, values out of range) print one line and exit 2;
+anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import numpy as np
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .errors import InputFileError, NeurodeployError
+
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+    help="Deploy PyTorch spiking neural networks to Loihi-style hardware via NIR and Lava.",
+)
+out = Console()
+err = Console(stderr=True)
+
+
+class Backend(str, Enum):
+    native = "native"
+    lava = "lava"
+
+
+COMPILE_EXAMPLES = """
+Examples:
+
+  neurodeploy compile models/default/model.pt -o build/model.ndp
+
+  neurodeploy compile graph.nir --dt 1e-4 --time-steps 100 -o graph.ndp
+"""
+
+
+@app.command("compile", epilog=COMPILE_EXAMPLES)
+def compile_cmd(
+    model: Annotated[Path, typer.Argument(help="model.pt (neurodeploy.save checkpoint) or .nir")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="compiled .ndp to write")] = Path(
+        "model.ndp"),
+    target: Annotated[str, typer.Option(help="target name from targets/ or a .toml path")] = (
+        "loihi-sim"),
+    time_steps: Annotated[Optional[int], typer.Option(help="time steps per sample")] = None,
+    input_shape: Annotated[Optional[str], typer.Option(help="per-step input shape, e.g. 2,34,34")
+                           ] = None,
+    dt: Annotated[Optional[float], typer.Option(help="time step for NIR ODEs (NIR has none)")
+                  ] = None,
+    trust_pickle: Annotated[bool, typer.Option(
+        "--trust-pickle", help="allow loading a whole pickled nn.Module (runs its code)")] = False,
+):
+    """Export to NIR, lower, quantize to Loihi fixed point and write one .ndp artifact."""
+    from . import artifact
+    from .compiler import compile_file
+
+    shape = tuple(int(s) for s in input_shape.split(",")) if input_shape else None
+    cm = compile_file(model, target, trust_pickle, shape, time_steps, dt)
+    artifact.save(cm, output)
+    q = cm.meta["quantization"]["layers"]
+    out.print(f"compiled {model} -> {output} (target {cm.meta['target']}, "
+              f"{len(q)} neuron layers, pipeline depth {cm.meta['pipeline_depth']})")
+    _quant_table(cm.meta)
+    if cm.meta["saturated_weights"]:
+        err.print(f"warning: {cm.meta['saturated_weights']} weights saturated during "
+                  "quantization (see the table)")
+
+
+def _quant_table(meta: dict) -> None:
+    t = Table(title="quantization")
+    for c in ("layer", "synapses", "scale", "vth", "dv", "du", "weights", "saturated",
+              "max |err|"):
+        t.add_column(c, justify="right" if c not in ("layer", "synapses") else "left")
+    for ly in meta["quantization"]["layers"]:
+        t.add_row(ly["neuron"], ",".join(ly["synapses"]), f"{ly['scale']:.4g}", str(ly["vth"]),
+                  str(ly["dv"]), str(ly["du"]), str(ly["n_weights"]), str(ly["n_saturated"]),
+                  f"{ly['max_abs_weight_error']:.2e}")
+    out.print(t)
+
+
+@app.command()
+def inspect(
+    model: Annotated[Path, typer.Argument(help="compiled .ndp")],
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+):
+    """Show layers, shapes, bit widths and every scale recorded in a compiled model."""
+    from . import artifact
+    from .graph import evaluation_order
+
+    cm = artifact.load(model)
+    if as_json:
+        print(json.dumps(cm.meta, indent=1))
+        return
+    m = cm.meta
+    out.print(f"[bold]{model}[/] format v{m['ndp_version']}, {m['compiler']}, created {m['created']}")
+    out.print(f"source: {m['source'].get('path')} ({m['source'].get('kind')}, sha256 "
+              f"{m['source'].get('sha256', '')[:12]}...)")
+    out.print(f"target: {m['target']}; input {tuple(m['input_shape'])} x {m['time_steps']} steps;"
+              f" dt {m['dt']}; readout {m['readout']}; pipeline depth {m['pipeline_depth']}")
+    f = m["format"]
+    out.print(f"numerics: {f['weight_bits']}-bit weights, {f['state_bits']}-bit u/v, "
+              f"{f['decay_bits']}-bit decays, {f['vth_bits']}-bit threshold")
+    t = Table(title="layers")
+    for c in ("node", "type", "shape", "parameters"):
+        t.add_column(c)
+    order, _ = evaluation_order(cm.graph)
+    for name in order:
+        node = cm.graph.nodes[name]
+        shape = tuple(int(s) for s in node.output_type.get("output", []))
+        q = node.metadata.get("loihi", {})
+        if "weight_mant" in q:
+            w = np.asarray(q["weight_mant"])
+            desc = (f"w {tuple(w.shape)} in [{w.min()}, {w.max()}], exp {q['weight_exp']}, "
+                    f"scale {q['scale']:.4g}")
+        elif "vth" in q:
+            desc = (f"vth {int(np.max(q['vth']))}, du {q['du']}, dv {q['dv']}, bias_exp "
+                    f"{q['bias_exp']}, reset {q['reset']}, scale {q['scale']:.4g}")
+        else:
+            desc = ""
+        t.add_row(name, type(node).__name__, str(shape), desc)
+    out.print(t)
+    _quant_table(m)
+
+
+def _load_inputs(path: Path, model_shape, samples: int | None):
+    if not path.is_file():
+        raise InputFileError(f"{path}: no such file")
+    try:
+        data = np.load(path)
+        x = data["x"]
+        y = data["y"] if "y" in data else None
+    except Exception as e:
+        raise InputFileError(f"{path}: expected an .npz with 'x' [N, T, *shape] (and 'y'): {e}"
+                             ) from e
+    if samples:
+        x = x[:samples]
+        y = y[:samples] if y is not None else None
+    if tuple(x.shape[2:]) != tuple(model_shape):
+        raise InputFileError(f"{path}: 'x' has per-step shape {tuple(x.shape[2:])}, model "
+                             f"expects {tuple(model_shape)}")
+    return np.moveaxis(x, 0, 1), y  # [T, N, ...]
+
+
+@app.command()
+def run(
+    model: Annotated[Path, typer.Argument(help="compiled .ndp")],
+    input: Annotated[Path, typer.Option("--input", help=".npz with x [N, T, *shape] (+ y labels)")],
+    backend: Annotated[Backend, typer.Option(help="lava (reference) or native engine")] = (
+        Backend.lava),
+    samples: Annotated[Optional[int], typer.Option(help="use only the first N samples")] = None,
+    compare: Annotated[bool, typer.Option(
+        "--compare", help="also run the float model and the other fixed-point backend")] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+):
+    """Run a compiled model on input frames and print the readout per sample."""
+    from . import artifact
+    from .runtime import run as run_model
+
+    cm = artifact.load(model)
+    x, y = _load_inputs(input, cm.input_shape, samples)
+    backends = [backend.value]
+    if compare:
+        backends += ["native" if backend.value == "lava" else "lava", "float"]
+    res = {}
+    for b in backends:
+        with out.status(f"running {x.shape[1]} samples x {x.shape[0]} steps on {b}..."):
+            res[b] = run_model(cm, x, b)
+    report = {"samples": int(x.shape[1]), "backends": {}}
+    for b, r in res.items():
+        entry = {"predictions": r.predictions.tolist()}
+        if y is not None:
+            entry["accuracy"] = float((r.predictions == y).mean())
+        report["backends"][b] = entry
+    if compare:
+        fx = [b for b in backends if b != "float"]
+        report["lava_equals_native_counts"] = bool(np.array_equal(res[fx[0]].counts,
+                                                                  res[fx[1]].counts))
+        report["agreement_fixed_vs_float"] = float(
+            (res[backend.value].predictions == res["float"].predictions).mean())
+    if as_json:
+        print(json.dumps(report, indent=1))
+        return
+    t = Table(title=f"{model.name}: readout per sample")
+    t.add_column("sample", justify="right")
+    if y is not None:
+        t.add_column("label", justify="right")
+    for b in backends:
+        t.add_column(b, justify="right")
+    for i in range(x.shape[1]):
+        row = [str(i)] + ([str(int(y[i]))] if y is not None else [])
+        row += [str(int(res[b].predictions[i])) for b in backends]
+        t.add_row(*row)
+    out.print(t)
+    for b in backends:
+        acc = report["backends"][b].get("accuracy")
+        out.print(f"{b:>6}: " + (f"accuracy {acc:.1%}" if acc is not None else ""))
+    if compare:
+        out.print(f"lava and native output spike counts identical: "
+                  f"{report['lava_equals_native_counts']}")
+        out.print(f"agreement {backend.value} vs float predictions: "
+                  f"{report['agreement_fixed_vs_float']:.1%}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        app(args=argv, standalone_mode=False)
+    except NeurodeployError as e:
+        err.print(f"error: {e}", soft_wrap=True, highlight=False, markup=False)
+        return 2
+    except (typer.Exit, SystemExit) as e:
+        return int(getattr(e, "exit_code", getattr(e, "code", 0)) or 0)
+    except Exception as e:
+        import click
+
+        if isinstance(e, click.exceptions.ClickException):
+            e.show()
+            return 2
+        if isinstance(e, click.exceptions.Abort):
+            return 130
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
