@@ -42,6 +42,9 @@ def load_checkpoint(path: str | Path, trust_pickle: bool = False) -> tuple[nn.Mo
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
+        if "Unsupported global" not in str(e) and "GLOBAL" not in str(e):
+            raise InputFileError(f"{path}: not a readable PyTorch checkpoint (corrupt or not "
+                                 "written by torch.save)") from e
         if not trust_pickle:
             raise InputFileError(
                 f"{path}: refused to unpickle: the file holds Python objects beyond tensors "

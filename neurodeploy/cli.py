@@ -103,7 +103,7 @@ def inspect(
               f"{m['source'].get('sha256', '')[:12]}...)")
     out.print(f"target: {m['target']}; input {tuple(m['input_shape'])} x {m['time_steps']} steps;"
               f" dt {m['dt']}; readout {m['readout']}; pipeline depth {m['pipeline_depth']}")
-    f = m["format"]
+    f = m["numerics"]
     out.print(f"numerics: {f['weight_bits']}-bit weights, {f['state_bits']}-bit u/v, "
               f"{f['decay_bits']}-bit decays, {f['vth_bits']}-bit threshold")
     t = Table(title="layers")
@@ -208,22 +208,14 @@ def run(
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit status (2 for user errors and bad usage)."""
     try:
-        app(args=argv, standalone_mode=False)
+        app(args=argv, prog_name="neurodeploy")
     except NeurodeployError as e:
         err.print(f"error: {e}", soft_wrap=True, highlight=False, markup=False)
         return 2
-    except (typer.Exit, SystemExit) as e:
-        return int(getattr(e, "exit_code", getattr(e, "code", 0)) or 0)
-    except Exception as e:
-        import click
-
-        if isinstance(e, click.exceptions.ClickException):
-            e.show()
-            return 2
-        if isinstance(e, click.exceptions.Abort):
-            return 130
-        raise
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     return 0
 
 

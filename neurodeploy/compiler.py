@@ -72,7 +72,7 @@ def compile_graph(graph: nir.NIRGraph, target: str = "loihi-sim", source: dict |
         "compiler": f"neurodeploy {__version__}",
         "source": {k: source[k] for k in ("path", "sha256", "kind", "arch") if k in source},
         "target": tgt.name,
-        "format": vars(fmt),
+        "numerics": vars(fmt),
         "input_shape": [int(s) for s in shape],
         "time_steps": int(time_steps or source.get("time_steps") or 1),
         "dt": float(graph.metadata.get("dt", 1.0)),

@@ -2,8 +2,9 @@
 
 Mapping (one Lava process per node):
 
-* Affine -> ``lava.proc.dense.Dense`` (8-bit mantissa, ``weight_exp``; graded messages when
-  fed by the input, whose values may be event counts);
+* Affine -> ``lava.proc.dense.Dense`` (8-bit mantissa, ``weight_exp``);
+* synapses fed by the input use graded messages (``num_message_bits=16``): event frames carry
+  counts, and with binary messages Lava would treat a count of 2 as one spike;
 * Conv2d -> ``lava.proc.conv.Conv``; Lava stores images as (X, Y, C) = (W, H, C) and computes a
   true convolution, so kernels are flipped and transposed to (C_out, W, H, C_in);
 * IF/LIF/CubaLIF with reset to zero -> Lava's stock ``LIF``; with reset by subtraction -> our
@@ -145,7 +146,8 @@ def _synapse(name: str, node, in_shape, from_input: bool):
     dil = np.atleast_1d(np.asarray(node.dilation)).astype(int)
     return Conv(weight=lw, input_shape=_lava_shape(in_shape),
                 padding=(int(pad[-1]), int(pad[0])), stride=(int(stride[-1]), int(stride[0])),
-                dilation=(int(dil[-1]), int(dil[0])), groups=int(node.groups), name=name)
+                dilation=(int(dil[-1]), int(dil[0])), groups=int(node.groups),
+                num_message_bits=16 if from_input else 0, name=name)
 
 
 def simulate_lava(graph: nir.NIRGraph, x: np.ndarray, num_steps: int | None = None):
