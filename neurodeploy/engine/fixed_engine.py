@@ -35,8 +35,9 @@ def synapse_output(name: str, node, s_in: np.ndarray) -> np.ndarray:
     y = apply_linear(name, node, x, weight=np.asarray(q["weight_mant"], dtype=np.float64),
                      bias=False).numpy()
     y = np.rint(y).astype(np.int64)
-    y = fp.wrap_int32(fp.shift_exp(y, int(q["weight_exp"])))
-    return _wrap24(y) if isinstance(node, nir.Conv2d) else y
+    if isinstance(node, nir.Conv2d):  # Lava's Conv ignores weight_exp and wraps to 24 bits
+        return _wrap24(fp.wrap_int32(y))
+    return fp.wrap_int32(fp.shift_exp(y, int(q["weight_exp"])))
 
 
 def pipeline_depth(graph: nir.NIRGraph) -> int:

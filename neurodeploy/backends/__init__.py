@@ -1,0 +1,1 @@
+"""Execution backends (Lava simulation; hardware backends later)."""
