@@ -1,32 +1,11 @@
-"""Registry of reference architectures, so checkpoints load by name without user code.
-
-``neurodeploy.save`` stores the architecture name and constructor arguments next to the
-state_dict; ``neurodeploy compile ckpt.pt`` rebuilds the model from here.
-"""
+"""The bundled default architecture."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from torch import nn
 
-from . import nn as snn
-
-ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {}
-
-
-def register(name: str):
-    def deco(fn):
-        ARCHITECTURES[name] = fn
-        return fn
-
-    return deco
-
-
-def build(name: str, **kwargs) -> nn.Module:
-    if name not in ARCHITECTURES:
-        raise KeyError(name)
-    return ARCHITECTURES[name](**kwargs)
+from .. import nn as snn
+from . import register
 
 
 @register("dvs-cnn")
