@@ -10,7 +10,7 @@ import json
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import numpy as np
 import typer
@@ -48,10 +48,10 @@ def compile_cmd(
         "model.ndp"),
     target: Annotated[str, typer.Option(help="target name from targets/ or a .toml path")] = (
         "loihi-sim"),
-    time_steps: Annotated[Optional[int], typer.Option(help="time steps per sample")] = None,
-    input_shape: Annotated[Optional[str], typer.Option(help="per-step input shape, e.g. 2,34,34")
+    time_steps: Annotated[int | None, typer.Option(help="time steps per sample")] = None,
+    input_shape: Annotated[str | None, typer.Option(help="per-step input shape, e.g. 2,34,34")
                            ] = None,
-    dt: Annotated[Optional[float], typer.Option(help="time step for NIR ODEs (NIR has none)")
+    dt: Annotated[float | None, typer.Option(help="time step for NIR ODEs (NIR has none)")
                   ] = None,
     trust_pickle: Annotated[bool, typer.Option(
         "--trust-pickle", help="allow loading a whole pickled nn.Module (runs its code)")] = False,
@@ -98,7 +98,8 @@ def inspect(
         print(json.dumps(cm.meta, indent=1))
         return
     m = cm.meta
-    out.print(f"[bold]{model}[/] format v{m['ndp_version']}, {m['compiler']}, created {m['created']}")
+    out.print(f"[bold]{model}[/] format v{m['ndp_version']}, {m['compiler']}, "
+              f"created {m['created']}")
     out.print(f"source: {m['source'].get('path')} ({m['source'].get('kind')}, sha256 "
               f"{m['source'].get('sha256', '')[:12]}...)")
     out.print(f"target: {m['target']}; input {tuple(m['input_shape'])} x {m['time_steps']} steps;"
@@ -153,7 +154,7 @@ def run(
     input: Annotated[Path, typer.Option("--input", help=".npz with x [N, T, *shape] (+ y labels)")],
     backend: Annotated[Backend, typer.Option(help="lava (reference) or native engine")] = (
         Backend.lava),
-    samples: Annotated[Optional[int], typer.Option(help="use only the first N samples")] = None,
+    samples: Annotated[int | None, typer.Option(help="use only the first N samples")] = None,
     compare: Annotated[bool, typer.Option(
         "--compare", help="also run the float model and the other fixed-point backend")] = False,
     as_json: Annotated[bool, typer.Option("--json")] = False,

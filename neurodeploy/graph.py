@@ -115,7 +115,8 @@ def _check_finite(name: str, node) -> None:
     for field, value in vars(node).items():
         if field in ("input_type", "output_type", "metadata"):
             continue
-        if isinstance(value, np.ndarray) and value.dtype.kind == "f" and not np.isfinite(value).all():
+        bad = isinstance(value, np.ndarray) and value.dtype.kind == "f"
+        if bad and not np.isfinite(value).all():
             raise GraphError(f"node {name!r} ({type_name(node)}): parameter {field!r} has NaN/inf")
 
 

@@ -41,7 +41,7 @@ def test_scales_recorded_deterministic_and_residual_aligned():
     # both branches of the residual sum into n2 with the neuron's single scale
     assert a.nodes["c2"].metadata["loihi"]["scale"] == a.nodes["sc"].metadata["loihi"]["scale"]
     assert a.nodes["c2"].metadata["loihi"]["scale"] == a.nodes["n2"].metadata["loihi"]["scale"]
-    for name, node in a.nodes.items():
+    for node in a.nodes.values():
         if "loihi" in node.metadata and "weight_mant" in node.metadata["loihi"]:
             assert np.abs(node.metadata["loihi"]["weight_mant"]).max() <= 256
 

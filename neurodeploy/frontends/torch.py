@@ -205,7 +205,7 @@ def _same_padding(m: nn.Conv2d, in_shape) -> tuple[int, int]:
     if m.padding == "valid":
         return (0, 0)
     pads = []
-    for k, d in zip(m.kernel_size, m.dilation):
+    for k, d in zip(m.kernel_size, m.dilation, strict=True):
         total = d * (k - 1)
         if total % 2:
             raise UnsupportedLayerError(str(m), "Conv2d(padding='same') with asymmetric padding",

@@ -170,7 +170,7 @@ def quantize_graph(graph: nir.NIRGraph, fmt: LoihiFormat | None = None,
         bias_v = np.zeros(theta.shape) + leak
         n_sat = n_w = 0
         err = 0.0
-        for s, w in zip(syn, w_eff):
+        for s, w in zip(syn, w_eff, strict=True):
             q, sat = quantize_weights(w, lam, fmt.weight_bits)
             n_sat += sat
             n_w += q.size
