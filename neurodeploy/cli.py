@@ -148,29 +148,118 @@ def _load_inputs(path: Path, model_shape, samples: int | None):
     return np.moveaxis(x, 0, 1), y  # [T, N, ...]
 
 
-@app.command()
+def parse_duration_us(text: str) -> int:
+    """'50ms', '0.3s', '20000us' or a plain number of microseconds -> microseconds."""
+    t = text.strip().lower()
+    for unit, f in (("us", 1), ("ms", 1000), ("s", 1_000_000)):
+        if t.endswith(unit):
+            t, factor = t[: -len(unit)], f
+            break
+    else:
+        factor = 1
+    try:
+        value = float(t) * factor
+    except ValueError:
+        raise NeurodeployError(f"cannot read duration {text!r}; use e.g. 50ms, 0.3s, 20000us"
+                               ) from None
+    if value <= 0:
+        raise NeurodeployError(f"duration {text!r} must be positive")
+    return int(round(value))
+
+
+RUN_EXAMPLES = """
+Examples:
+
+  neurodeploy run model.ndp --input samples.npz --compare
+
+  neurodeploy run model.ndp --events recording.bin --window 320ms
+
+  cat camera.raw | neurodeploy run model.ndp --events - --window 320ms --stride 100ms
+"""
+
+
+@app.command(epilog=RUN_EXAMPLES)
 def run(
     model: Annotated[Path, typer.Argument(help="compiled .ndp")],
-    input: Annotated[Path, typer.Option("--input", help=".npz with x [N, T, *shape] (+ y labels)")],
-    backend: Annotated[Backend, typer.Option(help="lava (reference) or native engine")] = (
-        Backend.lava),
+    input: Annotated[Path | None, typer.Option(
+        "--input", help=".npz with x [N, T, *shape] event-count frames (+ y labels)")] = None,
+    events: Annotated[str | None, typer.Option(
+        "--events", help="event recording (any supported format), or - for EVT 3.0 on stdin")
+    ] = None,
+    window: Annotated[str | None, typer.Option(
+        help="--events: window per decision, e.g. 320ms (default: the model's T x bin)")] = None,
+    stride: Annotated[str | None, typer.Option(
+        help="--events: time between window starts (default: the window)")] = None,
+    backend: Annotated[Backend | None, typer.Option(
+        help="lava (reference, bit-accurate) or native engine (same spikes, much faster); "
+             "default lava for --input, native for --events")] = None,
     samples: Annotated[int | None, typer.Option(help="use only the first N samples")] = None,
     compare: Annotated[bool, typer.Option(
         "--compare", help="also run the float model and the other fixed-point backend")] = False,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ):
-    """Run a compiled model on input frames and print the readout per sample."""
+    """Run a compiled model on event-count frames (--input) or an event stream (--events)."""
     from . import artifact
+
+    if (input is None) == (events is None):
+        raise NeurodeployError("give exactly one of --input FILE.npz or --events FILE")
+    cm = artifact.load(model)
+    if events is not None:
+        _run_events(cm, model, events, window, stride, (backend or Backend.native).value,
+                    as_json)
+        return
+    _run_frames(cm, model, input, (backend or Backend.lava).value, samples, compare, as_json)
+
+
+def _run_events(cm, model: Path, source: str, window, stride, backend: str, as_json: bool):
+    from rich.progress import Progress
+
+    from .streaming import stream_file
+
+    enc = cm.meta.get("input_encoding") or {}
+    default_w = int(enc.get("bin_us", 0)) * cm.time_steps
+    window_us = parse_duration_us(window) if window else default_w
+    stride_us = parse_duration_us(stride) if stride else None
+    with Progress(transient=True, disable=as_json, console=err) as prog:
+        task = prog.add_task("windows", total=None)
+        summary = stream_file(cm, source, window_us, stride_us, backend,
+                              progress=lambda w: prog.advance(task))
+    rep = {
+        "model": str(model), "source": source, "backend": backend,
+        "window_us": window_us, "stride_us": stride_us or window_us,
+        "decisions": [vars(d) for d in summary.decisions],
+        "events_read": summary.events_read, "events_used": summary.events_used,
+        "events_dropped": summary.dropped, "anomalies": summary.anomalies,
+        "events_per_s": summary.events_per_s, "real_time_factor": summary.real_time_factor,
+    }
+    if as_json:
+        print(json.dumps(rep, indent=1))
+        return
+    t = Table(title=f"{model.name} on {source}: one decision per window")
+    for c in ("window start [s]", "events", "decision", "output spikes"):
+        t.add_column(c, justify="right")
+    for d in summary.decisions:
+        t.add_row(f"{d.t_start_us / 1e6:.3f}", str(d.n_events), str(d.prediction),
+                  str(max(d.counts)))
+    out.print(t)
+    dropped = ", ".join(f"{n} {k}" for k, n in summary.dropped.items()) or "none"
+    out.print(f"events read {summary.events_read} = used {summary.events_used} + dropped "
+              f"{summary.events_read - summary.events_used} ({dropped})")
+    out.print(f"throughput {summary.events_per_s:,.0f} events/s; real-time factor "
+              f"{summary.real_time_factor:.1f}x ({backend} backend)")
+
+
+def _run_frames(cm, model: Path, input: Path, backend: str, samples, compare: bool,
+                as_json: bool):
     from .runtime import run as run_model
 
-    cm = artifact.load(model)
     x, y = _load_inputs(input, cm.input_shape, samples)
-    backends = [backend.value]
+    backends = [backend]
     if compare:
-        backends += ["native" if backend.value == "lava" else "lava", "float"]
+        backends += ["native" if backend == "lava" else "lava", "float"]
     res = {}
     for b in backends:
-        with out.status(f"running {x.shape[1]} samples x {x.shape[0]} steps on {b}..."):
+        with err.status(f"running {x.shape[1]} samples x {x.shape[0]} steps on {b}..."):
             res[b] = run_model(cm, x, b)
     report = {"samples": int(x.shape[1]), "backends": {}}
     for b, r in res.items():
@@ -183,7 +272,7 @@ def run(
         report["lava_equals_native_counts"] = bool(np.array_equal(res[fx[0]].counts,
                                                                   res[fx[1]].counts))
         report["agreement_fixed_vs_float"] = float(
-            (res[backend.value].predictions == res["float"].predictions).mean())
+            (res[backend].predictions == res["float"].predictions).mean())
     if as_json:
         print(json.dumps(report, indent=1))
         return
@@ -204,7 +293,7 @@ def run(
     if compare:
         out.print(f"lava and native output spike counts identical: "
                   f"{report['lava_equals_native_counts']}")
-        out.print(f"agreement {backend.value} vs float predictions: "
+        out.print(f"agreement {backend} vs float predictions: "
                   f"{report['agreement_fixed_vs_float']:.1%}")
 
 

@@ -50,7 +50,8 @@ def load_source(path: str | Path, trust_pickle: bool = False, input_shape=None,
             raise InputFileError(f"{path}: checkpoint has no input shape; pass --input-shape")
         graph = torch_to_nir(model.double(), tuple(shape))
         info.update(arch=ck.get("arch"), input_shape=list(shape),
-                    time_steps=time_steps or ck.get("time_steps"))
+                    time_steps=time_steps or ck.get("time_steps"),
+                    input_encoding=dict(ck.get("extra", {}).get("input_encoding", {})))
         return graph, info
     raise InputFileError(f"{path}: unknown model file type {suffix!r}; expected .pt/.pth "
                          "(neurodeploy.save checkpoint) or .nir")
@@ -77,6 +78,7 @@ def compile_graph(graph: nir.NIRGraph, target: str = "loihi-sim", source: dict |
         "time_steps": int(time_steps or source.get("time_steps") or 1),
         "dt": float(graph.metadata.get("dt", 1.0)),
         "readout": "spike_count_argmax",
+        "input_encoding": dict(source.get("input_encoding") or {}),
         "pipeline_depth": pipeline_depth(qgraph),
         "quantization": report.as_dict(),
         "saturated_weights": int(sum(x.n_saturated for x in report.layers)),
