@@ -59,7 +59,7 @@ class StreamSummary:
         return self.span_us * 1e-6 / self.wall_s if self.wall_s > 0 else 0.0
 
 
-def _frames(ev: np.ndarray, t0: int, n_bins: int, bin_us: int, shape) -> np.ndarray:
+def bin_events(ev: np.ndarray, t0: int, n_bins: int, bin_us: int, shape) -> np.ndarray:
     c, h, w = shape
     b = (ev["t"].astype(np.int64) - t0) // bin_us
     x, y = ev["x"].astype(np.int64), ev["y"].astype(np.int64)
@@ -94,7 +94,7 @@ def windows(chunks: Iterable[np.ndarray], shape, window_us: int, stride_us: int,
 
 def _emit(buf, start, n_bins, bin_us, shape, window_us) -> Window:
     sel = buf[(buf["t"] >= start) & (buf["t"] < start + window_us)]
-    return Window(start, len(sel), _frames(sel, start, n_bins, bin_us, shape))
+    return Window(start, len(sel), bin_events(sel, start, n_bins, bin_us, shape))
 
 
 def evt3_stdin_chunks(stream=None, chunk_bytes: int = 1 << 20,
@@ -130,7 +130,8 @@ def evt3_stdin_chunks(stream=None, chunk_bytes: int = 1 << 20,
 
 
 def stream_file(model: CompiledModel, source: str, window_us: int, stride_us: int | None = None,
-                backend: str = "native", batch: int = 32, progress=None) -> StreamSummary:
+                backend: str = "native", batch: int = 32, progress=None,
+                chunk_events: int = 1 << 16) -> StreamSummary:
     """Classify every window of ``source`` (a path or ``-``); returns decisions and counts."""
     from .runtime import run
 
@@ -144,13 +145,14 @@ def stream_file(model: CompiledModel, source: str, window_us: int, stride_us: in
     summary = StreamSummary()
     report = DropReport()
     if source == "-":
-        chunks = evt3_stdin_chunks(report=report)
+        chunks = evt3_stdin_chunks(chunk_bytes=2 * chunk_events, report=report)
         reader_report = report
     else:
         from .events import open_events
 
         try:
-            reader = open_events(source, sensor_size=(shape[2], shape[1], 2))
+            reader = open_events(source, sensor_size=(shape[2], shape[1], 2),
+                                 chunk_events=chunk_events)
         except FileNotFoundError as e:
             raise InputFileError(f"{source}: no such file") from e
         chunks = iter(reader)
@@ -190,3 +192,38 @@ def stream_file(model: CompiledModel, source: str, window_us: int, stride_us: in
     summary.dropped, summary.anomalies = dict(rep.dropped), dict(rep.anomalies)
     summary.span_us = (t_last - t_first) if t_first is not None else 0
     return summary
+
+
+EVENT_SUFFIXES = (".bin", ".raw", ".dat", ".aedat4", ".aedat", ".es", ".npy", ".npz", ".h5",
+                  ".hdf5")
+
+
+def collect_recordings(path) -> list[tuple[str, int | None]]:
+    """A recording, or every recording under a folder; labels from ``<label>/`` folder names."""
+    from pathlib import Path
+
+    p = Path(path)
+    if p.is_file():
+        files = [p]
+    elif p.is_dir():
+        files = sorted(f for f in p.rglob("*") if f.suffix.lower() in EVENT_SUFFIXES)
+    else:
+        raise InputFileError(f"{p}: no such file or folder")
+    if not files:
+        raise InputFileError(f"{p}: no event recordings ({', '.join(EVENT_SUFFIXES)}) found")
+    return [(str(f), int(f.parent.name) if f.parent.name.isdigit() else None) for f in files]
+
+
+def recording_frames(model: CompiledModel, path: str) -> tuple[np.ndarray, dict]:
+    """The first ``T x bin`` window of a recording as ``[T, C, H, W]`` counts, and its report."""
+    from .events import read_events
+
+    enc = model.meta.get("input_encoding") or {}
+    bin_us = int(enc.get("bin_us", 0))
+    if bin_us <= 0:
+        raise NeurodeployError("the model records no input time bin (input_encoding.bin_us)")
+    c, h, w = model.input_shape
+    rec = read_events(path, sensor_size=(w, h, 2))
+    ev = rec.events
+    t0 = int(ev["t"].min()) if len(ev) else 0
+    return bin_events(ev, t0, model.time_steps, bin_us, (c, h, w)), rec.report.as_dict()
