@@ -24,11 +24,19 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	@touch $@
 
+DATA  := build/synthetic-nmnist
+
+# The main job end to end on the bundled default model (models/default, tools/train_default.py).
 demo: $(STAMP)
 	@mkdir -p $(DEMO)
+	@[ -f $(DATA)/meta.json ] || $(PY) tools/make_dataset.py --out $(DATA)
 	$(ND) compile models/default/model.pt --target loihi-sim -o $(DEMO)/model.ndp
 	$(ND) inspect $(DEMO)/model.ndp
-	$(ND) run $(DEMO)/model.ndp --input models/default/samples.npz --backend lava --compare
+	$(ND) run $(DEMO)/model.ndp --input models/default/samples.npz --samples 8 --backend lava --compare
+	$(PY) tools/make_stream.py --data $(DATA) --n 8 --out $(DEMO)/stream.raw
+	$(ND) run $(DEMO)/model.ndp --events $(DEMO)/stream.raw --window 320ms
+	$(ND) eval $(DEMO)/model.ndp --dataset $(DATA)/test
+	$(ND) energy $(DEMO)/model.ndp --events $(DATA)/test --samples 100 --target loihi2 -o $(DEMO)/energy.html
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check neurodeploy tests tools

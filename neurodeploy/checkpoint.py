@@ -34,8 +34,14 @@ def save(model: nn.Module, path: str | Path, *, arch: str, input_shape, time_ste
         torch.save(ckpt, tmp)
 
 
-def load_checkpoint(path: str | Path, trust_pickle: bool = False) -> tuple[nn.Module, dict]:
-    """Return ``(model, info)``; ``info`` has ``arch``, ``input_shape``, ``time_steps``."""
+def load_checkpoint(path: str | Path, trust_pickle: bool = False, arch: str | None = None,
+                    arch_kwargs: dict | None = None) -> tuple[nn.Module, dict]:
+    """Return ``(model, info)``; ``info`` has ``arch``, ``input_shape``, ``time_steps``.
+
+    ``arch``: for a checkpoint written by a method's official code (no architecture inside),
+    map it onto this registered architecture (:mod:`neurodeploy.zoo.loaders`); ``arch_kwargs``
+    gives what such files do not store (e.g. ``{"neuron": "lif", "size": 48}``).
+    """
     path = Path(path)
     if not path.is_file():
         raise InputFileError(f"{path}: no such file")
@@ -55,6 +61,11 @@ def load_checkpoint(path: str | Path, trust_pickle: bool = False) -> tuple[nn.Mo
         raise InputFileError(f"{path}: not a readable PyTorch checkpoint ({e})") from e
     if isinstance(obj, nn.Module):
         return obj, {"arch": type(obj).__name__}
+    if arch is not None and (not isinstance(obj, dict) or obj.get("format") != FORMAT):
+        from .zoo.loaders import load_foreign
+
+        model, info = load_foreign(obj, arch, **dict(arch_kwargs or {}))
+        return model.eval(), info
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         raise InputFileError(
             f"{path}: a state_dict without architecture; save it with neurodeploy.save(model, "

@@ -23,7 +23,7 @@ app = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
     help="Deploy PyTorch spiking neural networks to Loihi-style hardware via NIR and Lava.",
 )
-out = Console()
+out = Console(width=None if sys.stdout.isatty() else 120)
 err = Console(stderr=True)
 
 
@@ -32,12 +32,20 @@ class Backend(str, Enum):
     lava = "lava"
 
 
+class Observer(str, Enum):
+    minmax = "minmax"
+    percentile = "percentile"
+    search = "search"
+
+
 COMPILE_EXAMPLES = """
 Examples:
 
   neurodeploy compile models/default/model.pt -o build/model.ndp
 
   neurodeploy compile graph.nir --dt 1e-4 --time-steps 100 -o graph.ndp
+
+  neurodeploy compile cnn.onnx --convert --calibrate train.npz --time-steps 64 -o cnn.ndp
 """
 
 
@@ -55,32 +63,68 @@ def compile_cmd(
                   ] = None,
     trust_pickle: Annotated[bool, typer.Option(
         "--trust-pickle", help="allow loading a whole pickled nn.Module (runs its code)")] = False,
+    calibrate: Annotated[Path | None, typer.Option(
+        help=".npz with x [N, T, *shape]: calibration data (a few hundred samples are used)")
+                         ] = None,
+    observer: Annotated[Observer | None, typer.Option(
+        help="how layer scales are chosen [default: search with --calibrate, else minmax]")
+                        ] = None,
+    convert: Annotated[bool | None, typer.Option(
+        "--convert/--no-convert", help="convert a ReLU ANN (.onnx, .pt2, TorchScript .pt) to "
+        "IF neurons; --calibrate then balances thresholds [default: for .onnx/.pt2]")] = None,
 ):
     """Export to NIR, lower, quantize to Loihi fixed point and write one .ndp artifact."""
     from . import artifact
     from .compiler import compile_file
 
     shape = tuple(int(s) for s in input_shape.split(",")) if input_shape else None
-    cm = compile_file(model, target, trust_pickle, shape, time_steps, dt)
+    ann = model.suffix.lower() in (".onnx", ".pt2")
+    if convert is False and ann:
+        raise InputFileError(f"{model}: an ANN; compile it with --convert")
+    if convert or ann:
+        from .compiler import compile_graph, load_source
+
+        graph, info = load_source(model, trust_pickle, shape, time_steps, dt, convert=True,
+                                  calibration=calibrate)
+        cm = compile_graph(graph, target, source=info, time_steps=info["time_steps"],
+                           observer=observer.value if observer else None)
+    else:
+        cm = compile_file(model, target, trust_pickle, shape, time_steps, dt,
+                          calibration=calibrate, observer=observer.value if observer else None,
+                          log=lambda line: err.print(f"calibration: {line}", highlight=False))
     artifact.save(cm, output)
     q = cm.meta["quantization"]["layers"]
     out.print(f"compiled {model} -> {output} (target {cm.meta['target']}, "
               f"{len(q)} neuron layers, pipeline depth {cm.meta['pipeline_depth']})")
     _quant_table(cm.meta)
+    cal = cm.meta["quantization"].get("calibration")
+    if cal:
+        mm = (f" (min/max scales: {cal['objective_minmax']:.4g}, kept: {cal['used']})"
+              if "objective_minmax" in cal else "")
+        out.print(f"calibration on {cal['samples']} samples: summed firing-rate error "
+                  f"{cal['objective']:.4g}{mm}")
     if cm.meta["saturated_weights"]:
         err.print(f"warning: {cm.meta['saturated_weights']} weights saturated during "
-                  "quantization (see the table)")
+                  "quantization: " + ", ".join(f"layer {k}: {v}" for k, v in
+                                               cm.meta["saturated_layers"].items()))
 
 
 def _quant_table(meta: dict) -> None:
     t = Table(title="quantization")
-    for c in ("layer", "synapses", "scale", "vth", "dv", "du", "weights", "saturated",
-              "max |err|"):
-        t.add_column(c, justify="right" if c not in ("layer", "synapses") else "left")
-    for ly in meta["quantization"]["layers"]:
-        t.add_row(ly["neuron"], ",".join(ly["synapses"]), f"{ly['scale']:.4g}", str(ly["vth"]),
-                  str(ly["dv"]), str(ly["du"]), str(ly["n_weights"]), str(ly["n_saturated"]),
-                  f"{ly['max_abs_weight_error']:.2e}")
+    layers = meta["quantization"]["layers"]
+    rates = any(ly.get("rate_error") is not None for ly in layers)
+    for c in ("layer", "synapses", "observer", "scale", "vth", "dv", "du", "weights",
+              "saturated", "max |err|") + (("rate err",) if rates else ()):
+        t.add_column(c, justify="right" if c not in ("layer", "synapses", "observer") else "left")
+    for ly in layers:
+        obs = ly.get("observer", "minmax")
+        if ly.get("vth_factor", 1.0) != 1.0:
+            obs += f" vth*{ly['vth_factor']:.3f}"
+        t.add_row(ly["neuron"], ",".join(ly["synapses"]), obs, f"{ly['scale']:.4g}",
+                  str(ly["vth"]), str(ly["dv"]), str(ly["du"]), str(ly["n_weights"]),
+                  str(ly["n_saturated"]), f"{ly['max_abs_weight_error']:.2e}",
+                  *((f"{ly['rate_error']:.4f}" if ly.get("rate_error") is not None else "-",)
+                    if rates else ()))
     out.print(t)
 
 
@@ -246,7 +290,7 @@ def _run_events(cm, model: Path, source: str, window, stride, backend: str, as_j
     out.print(f"events read {summary.events_read} = used {summary.events_used} + dropped "
               f"{summary.events_read - summary.events_used} ({dropped})")
     out.print(f"throughput {summary.events_per_s:,.0f} events/s; real-time factor "
-              f"{summary.real_time_factor:.1f}x ({backend} backend)")
+              f"{summary.real_time_factor:.3g}x ({backend} backend)")
 
 
 def _run_frames(cm, model: Path, input: Path, backend: str, samples, compare: bool,
@@ -295,6 +339,13 @@ def _run_frames(cm, model: Path, input: Path, backend: str, samples, compare: bo
                   f"{report['lava_equals_native_counts']}")
         out.print(f"agreement {backend} vs float predictions: "
                   f"{report['agreement_fixed_vs_float']:.1%}")
+
+
+from .commands import energy as _energy  # noqa: E402
+from .commands import eval as _eval  # noqa: E402
+
+_eval.register(app)
+_energy.register(app)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,21 +11,50 @@ import numpy as np
 from . import __version__
 from .artifact import CompiledModel, sha256
 from .engine.fixed_engine import pipeline_depth
-from .errors import InputFileError
+from .errors import InputFileError, QuantizationError
 from .graph import input_names, validate
 from .passes import lower_for_hardware
 from .quantize import LoihiFormat, quantize_graph
 from .targets import load_target
 
+ANN_SUFFIXES = (".onnx", ".pt2")
+
 
 def load_source(path: str | Path, trust_pickle: bool = False, input_shape=None,
-                time_steps: int | None = None, dt: float | None = None):
-    """Read any supported model file; returns ``(graph, info)``."""
+                time_steps: int | None = None, dt: float | None = None, *,
+                convert: bool | None = None, calibration=None, percentile: float = 99.9):
+    """Read any supported model file; returns ``(graph, info)``.
+
+    ``.nir`` graphs, ``.net`` lava-dl netx networks and neurodeploy checkpoints are SNNs.
+    ReLU ANNs (``.onnx``, ``torch.export`` ``.pt2``, TorchScript ``.pt`` with
+    ``trust_pickle``) are converted to IF SNNs (:mod:`neurodeploy.frontends.onnx`): ``convert``
+    ``None`` converts those formats, ``False`` refuses them, ``True`` also treats a ``.pt`` as
+    TorchScript. ``calibration`` (array or ``.npz`` with ``x``: ANN inputs ``[N, *shape]`` or
+    event counts ``[N, T, *shape]``) sets the thresholds from the ``percentile`` of each layer's
+    activations; without it they come from weight bounds (safe, slower to fire).
+    """
     path = Path(path)
     if not path.is_file():
         raise InputFileError(f"{path}: no such file")
     suffix = path.suffix.lower()
     info = {"path": str(path), "sha256": sha256(path), "kind": suffix.lstrip(".")}
+    torchscript = suffix in (".pt", ".pth") and convert is not False and _is_torchscript(path)
+    if suffix in ANN_SUFFIXES or torchscript or (convert and suffix in (".pt", ".pth")):
+        if convert is False:
+            raise InputFileError(f"{path}: {suffix} models are ANNs; compile them with "
+                                 "--convert (ReLU -> integrate-and-fire)")
+        return _convert_ann(path, info, trust_pickle, input_shape, time_steps, calibration,
+                            percentile)
+    if suffix == ".net":
+        from .frontends.netx import read_netx
+
+        graph = read_netx(path, input_shape)
+        if dt is not None:
+            graph.metadata["dt"] = float(dt)
+        shape = [int(s) for s in graph.nodes["input"].output_type["output"]]
+        info.update(input_shape=shape,
+                    time_steps=time_steps or graph.metadata.get("time_steps"))
+        return graph, info
     if suffix == ".nir":
         from .frontends.nir_file import read_nir
 
@@ -54,20 +83,89 @@ def load_source(path: str | Path, trust_pickle: bool = False, input_shape=None,
                     input_encoding=dict(ck.get("extra", {}).get("input_encoding", {})))
         return graph, info
     raise InputFileError(f"{path}: unknown model file type {suffix!r}; expected .pt/.pth "
-                         "(neurodeploy.save checkpoint) or .nir")
+                         "(neurodeploy.save checkpoint), .nir, .net (lava-dl netx), or an ANN "
+                         "to convert: .onnx, .pt2 (torch.export), TorchScript .pt")
+
+
+def _is_torchscript(path: Path) -> bool:
+    from .frontends.onnx import is_torchscript
+
+    return is_torchscript(path)
+
+
+def _convert_ann(path: Path, info: dict, trust_pickle: bool, input_shape, time_steps,
+                 calibration, percentile: float):
+    from .frontends.onnx import onnx_to_nir, torch_program_to_nir
+
+    if calibration is not None and not isinstance(calibration, np.ndarray):
+        cal_path = Path(calibration)
+        try:
+            with np.load(cal_path) as data:
+                calibration = data["x"]
+        except (OSError, KeyError, ValueError) as e:
+            raise InputFileError(f"{cal_path}: expected an .npz with 'x' (ANN inputs [N, "
+                                 f"*shape] or event counts [N, T, *shape]): {e}") from e
+    steps = int(time_steps or 64)
+    shape = tuple(input_shape) if input_shape else None
+    if path.suffix.lower() == ".onnx":
+        graph = onnx_to_nir(path, calibration, steps, percentile, input_shape=shape)
+    else:
+        graph = torch_program_to_nir(path, calibration, steps, percentile, input_shape=shape,
+                                     trust_pickle=trust_pickle)
+    info.update(input_shape=[int(s) for s in graph.nodes["input"].output_type["output"]],
+                time_steps=steps, conversion={"input_scale": graph.metadata["input_scale"],
+                                              "percentile": graph.metadata["ann_percentile"]})
+    return graph, info
 
 
 def compile_graph(graph: nir.NIRGraph, target: str = "loihi-sim", source: dict | None = None,
-                  time_steps: int | None = None, scales: dict | None = None) -> CompiledModel:
-    """Lower and quantize ``graph`` for ``target``; returns the artifact in memory."""
+                  time_steps: int | None = None, scales: dict | None = None, *,
+                  calibration: np.ndarray | None = None, observer: str | None = None,
+                  calibration_samples: int = 256, log=None) -> CompiledModel:
+    """Lower and quantize ``graph`` for ``target``; returns the artifact in memory.
+
+    ``observer``: ``"minmax"`` (default without calibration data), ``"percentile"`` or
+    ``"search"`` (default with it; needs it). ``calibration``: ``[T, B, *input_shape]`` integer
+    event counts; at most ``calibration_samples`` evenly spaced samples are used. With
+    calibration data every layer's firing-rate error against the float model is recorded,
+    whichever observer chose the scales. ``scales`` overrides the scale of named neuron layers
+    (not combinable with ``"search"``). ``log`` receives progress lines.
+    """
+    from .quantize.calibrate import calibrate, float_spikes, rate_errors, subsample
+
     tgt = load_target(target)
     validate(graph)
     lowered = lower_for_hardware(graph)
     fmt = LoihiFormat.from_target(tgt)
-    qgraph, report = quantize_graph(lowered, fmt, scales=scales)
     source = dict(source or {})
     shape = source.get("input_shape") or [
         int(s) for s in graph.nodes[input_names(graph)[0]].output_type["output"]]
+    observer = observer or ("search" if calibration is not None else "minmax")
+    if calibration is not None:
+        calibration = np.asarray(calibration)
+        if calibration.ndim < 2 or tuple(calibration.shape[2:]) != tuple(int(s) for s in shape):
+            raise QuantizationError(
+                f"calibration data has shape {tuple(calibration.shape)}; expected [T, B, "
+                f"{', '.join(str(int(s)) for s in shape)}]")
+    if observer == "search":
+        if calibration is None:
+            raise QuantizationError("observer 'search' needs calibration data (compile "
+                                    "--calibrate FILE.npz, or calibration=[T, B, ...] counts)")
+        if scales:
+            raise QuantizationError("scales and observer 'search' exclude each other: the search "
+                                    "chooses the scales")
+        cal = calibrate(lowered, calibration, fmt, max_samples=calibration_samples, log=log)
+        qgraph, report = cal.quantize(lowered, fmt)
+    else:
+        qgraph, report = quantize_graph(lowered, fmt, scales=scales, observer=observer)
+        if calibration is not None:
+            xs = subsample(calibration, calibration_samples)
+            errs = rate_errors(qgraph, xs, float_spikes(lowered, xs))
+            for ly in report.layers:
+                ly.rate_error = errs[ly.neuron]
+            report.calibration = {"observer": observer, "samples": int(xs.shape[1]),
+                                  "time_steps": int(xs.shape[0]),
+                                  "objective": float(sum(errs.values())), "rate_errors": errs}
     meta = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "compiler": f"neurodeploy {__version__}",
@@ -82,14 +180,24 @@ def compile_graph(graph: nir.NIRGraph, target: str = "loihi-sim", source: dict |
         "pipeline_depth": pipeline_depth(qgraph),
         "quantization": report.as_dict(),
         "saturated_weights": int(sum(x.n_saturated for x in report.layers)),
+        "saturated_layers": report.saturated_layers,
     }
     return CompiledModel(graph=qgraph, meta=meta)
 
 
 def compile_file(path, target="loihi-sim", trust_pickle=False, input_shape=None, time_steps=None,
-                 dt=None) -> CompiledModel:
+                 dt=None, *, calibration=None, observer=None, calibration_samples=256,
+                 log=None) -> CompiledModel:
+    """:func:`load_source` then :func:`compile_graph`; ``calibration`` may be an array or the
+    path of an ``.npz`` with ``x`` ``[N, T, *shape]`` (as ``neurodeploy run --input`` reads)."""
     graph, info = load_source(path, trust_pickle, input_shape, time_steps, dt)
-    return compile_graph(graph, target, source=info, time_steps=info.get("time_steps"))
+    if calibration is not None and not isinstance(calibration, np.ndarray):
+        from .quantize.calibrate import load_calibration
+
+        calibration = load_calibration(calibration)
+    return compile_graph(graph, target, source=info, time_steps=info.get("time_steps"),
+                         calibration=calibration, observer=observer,
+                         calibration_samples=calibration_samples, log=log)
 
 
 def pad_for_pipeline(x: np.ndarray, depth: int) -> np.ndarray:

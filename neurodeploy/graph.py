@@ -32,7 +32,8 @@ CONNECTION_TYPES = (
     nir.Scale,
     nir.Flatten,
 )
-SUPPORTED_TYPES = STATEFUL_TYPES + CONNECTION_TYPES + (nir.Input, nir.Output, nir.Threshold)
+SUPPORTED_TYPES = STATEFUL_TYPES + CONNECTION_TYPES + (nir.Input, nir.Output, nir.Threshold,
+                                                    nir.Delay)
 
 
 def type_name(node) -> str:

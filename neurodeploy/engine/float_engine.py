@@ -9,6 +9,7 @@ NIR neurons are ODEs; we discretise them with forward Euler at step ``dt`` (grap
 * LI, I, CubaLI: as above, without firing; their output is ``v``.
 * fire ``z = v > v_threshold``; reset ``v = v_reset`` (``"zero"``) or
   ``v -= v_threshold - v_reset`` (``"subtract"``, neurodeploy metadata).
+* Delay:   ``y[t] = x[t - k]`` with ``k = delay / dt`` steps per element (zeros before).
 
 Timing: by default every node sees its inputs of the same step (the training-time semantics).
 With ``pipeline=True`` every connection node delays its output by one step, as Lava and Loihi
@@ -81,6 +82,48 @@ class FloatNeuron:
         return z
 
 
+class DelayLine:
+    """NIR ``Delay``: every element repeats its input ``round(delay / dt)`` steps later."""
+
+    def __init__(self, name, node, dt):
+        d = np.asarray(node.delay, dtype=np.float64) / float(dt)
+        k = np.rint(d)
+        if np.any(k < 0) or np.any(np.abs(d - k) > 1e-6 * np.maximum(1.0, np.abs(d))):
+            raise GraphError(f"node {name!r} (Delay): delays must be non-negative multiples of "
+                             f"dt={dt}")
+        self.k = torch.as_tensor(k.astype(np.int64))
+        self.hist: torch.Tensor | None = None  # hist[j] = input j steps ago
+
+    def step(self, x: torch.Tensor) -> torch.Tensor:
+        if self.hist is None:
+            n = int(self.k.max()) + 1 if self.k.numel() else 1
+            self.hist = torch.zeros((n, *x.shape), dtype=x.dtype)
+        self.hist = torch.cat([x[None], self.hist[:-1]])
+        return torch.gather(self.hist, 0, self.k.expand(x.shape)[None])[0]
+
+
+def _rest_outputs(graph, order, back, pred, batch) -> dict[str, torch.Tensor]:
+    """Node outputs before the first step: inputs zero, every neuron silent.
+
+    A connection node on a recurrent loop then already emits its bias (NIR's Affine is
+    ``W s + b`` at all times; snnTorch's RLeaky adds its recurrent bias from step 0, and the
+    fixed-point engine, which adds biases in the neuron, does the same).
+    """
+    out: dict[str, torch.Tensor] = {}
+    passive = (nir.Input, nir.Output, nir.Threshold, nir.Delay)
+    for name in order:
+        node = graph.nodes[name]
+        ins = [out[p] for p in pred[name] if (p, name) not in back and p in out]
+        if not (is_stateful(node) or isinstance(node, passive)) and ins:
+            out[name] = apply_linear(name, node, sum(ins[1:], ins[0]))
+            continue
+        shape = (node.output_type or {}).get("output")
+        if shape is not None:
+            out[name] = torch.zeros((batch, *[int(s) for s in np.atleast_1d(shape)]),
+                                    dtype=torch.float64)
+    return out
+
+
 def simulate_float(
     graph: nir.NIRGraph,
     x: np.ndarray,
@@ -100,7 +143,9 @@ def simulate_float(
     xt = torch.as_tensor(np.asarray(x), dtype=torch.float64)
     T, B = xt.shape[0], xt.shape[1]
     state = {k: FloatNeuron(k, n, B, dt) for k, n in graph.nodes.items() if is_stateful(n)}
-    prev: dict[str, torch.Tensor] = {}  # last step's outputs, for recurrent edges
+    delays = {k: DelayLine(k, n, dt) for k, n in graph.nodes.items() if isinstance(n, nir.Delay)}
+    # last step's outputs, for recurrent edges; before step 0: the network at rest
+    prev: dict[str, torch.Tensor] = _rest_outputs(graph, order, back, pred, B) if back else {}
     buf: dict[str, torch.Tensor] = {}  # pipeline registers of connection nodes
     rec: dict[str, list] = {k: [] for k in graph.nodes}
     srec: dict[str, dict[str, list]] = {k: {"v": [], "i": []} for k in state}
@@ -125,6 +170,8 @@ def simulate_float(
                 cur[name] = total
             elif name in state:
                 cur[name] = state[name].step(total)
+            elif name in delays:
+                cur[name] = delays[name].step(total)
             elif isinstance(node, nir.Threshold):
                 cur[name] = (total > _arr(node.threshold, total)).to(total.dtype)
             else:

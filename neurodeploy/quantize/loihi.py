@@ -15,20 +15,26 @@ LIF: ``dt r / tau``; CubaLIF: ``(dt/tau_syn) w_in (dt/tau_mem) r``):
   ``du + 1``);
 * the membrane is shifted so that ``v_reset`` maps to 0 (``v_leak`` and ``v_init`` move with it).
 
-``lambda`` comes from an observer (:mod:`neurodeploy.quantize.observers`): the largest scale
-that keeps every weight in range and the threshold under its bit width. Every choice is recorded
-in node metadata ``"loihi"`` and summarised in :class:`QuantReport`.
+``lambda`` comes from an observer (:mod:`neurodeploy.quantize.observers`): by default min/max,
+the largest scale that keeps every weight in range and the threshold under its bit width; or a
+percentile of ``|w_eff|``; or, per layer, a scale and threshold factor (``vth = round(theta
+lambda f)``) chosen on calibration data (:func:`neurodeploy.quantize.calibrate.calibrate`). A
+recurrent synapse into a neuron is one of its synapse layers, so it shares the neuron's scale
+like every other input. Every choice is recorded in node metadata ``"loihi"`` and summarised in
+:class:`QuantReport`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import nir
 import numpy as np
 
 from ..errors import QuantizationError
-from ..graph import is_neuron, predecessors, reset_mode
+from ..graph import is_neuron, predecessors, reset_mode, successors
+from .observers import MinMaxObserver, ScaleObserver, make_observer
 
 SYNAPSE_TYPES = (nir.Affine, nir.Conv2d)
 
@@ -68,14 +74,30 @@ class LayerQuant:
     n_weights: int
     n_saturated: int
     max_abs_weight_error: float  # in float weight units, <= half an LSB unless saturated
+    observer: str = "minmax"
+    vth_factor: float = 1.0  # threshold nudge: vth = round(theta * scale * vth_factor)
+    percentile: float | None = None  # percentile observer only
+    rate_error: float | None = None  # calibration: firing-rate error of the chosen candidate
+    rate_error_minmax: float | None = None  # ... and of the min/max scale
+    candidates: list[list[float]] = field(default_factory=list)  # [scale, vth_factor, error]
 
 
 @dataclass
 class QuantReport:
     layers: list[LayerQuant] = field(default_factory=list)
+    observer: str = "minmax"
+    calibration: dict | None = None  # summary from calibrate(), when one ran
+
+    @property
+    def saturated_layers(self) -> dict[str, int]:
+        """Neuron layers with saturated incoming weights: ``{name: count}``."""
+        return {x.neuron: x.n_saturated for x in self.layers if x.n_saturated}
 
     def as_dict(self) -> dict:
-        return {"layers": [vars(x) for x in self.layers]}
+        d = {"observer": self.observer, "layers": [vars(x) for x in self.layers]}
+        if self.calibration is not None:
+            d["calibration"] = self.calibration
+        return d
 
 
 def _gain_and_decays(name, node, dt, fmt: LoihiFormat):
@@ -124,46 +146,102 @@ def quantize_weights(w: np.ndarray, scale: float, weight_bits: int = 8):
 
 def max_scale(w_eff: list[np.ndarray], theta: np.ndarray, fmt: LoihiFormat) -> float:
     """Min/max observer: the largest scale keeping weights and threshold in range."""
-    wmax = max(float(np.abs(w).max()) for w in w_eff) if w_eff else 0.0
-    top = (1 << fmt.weight_bits) - 2
-    s_w = top / wmax if wmax > 0 else np.inf
-    tmax = float(np.max(np.abs(theta)))
-    s_t = ((1 << fmt.vth_bits) - 1) / tmax if tmax > 0 else np.inf
-    s = min(s_w, s_t)
-    if not np.isfinite(s):
-        raise QuantizationError("layer has neither weights nor threshold to set a scale from")
-    return s
+    obs = MinMaxObserver(fmt)
+    obs.observe(w_eff, theta)
+    return obs.calculate_scale()
 
 
-def quantize_graph(graph: nir.NIRGraph, fmt: LoihiFormat | None = None,
-                   scales: dict[str, float] | None = None) -> tuple[nir.NIRGraph, QuantReport]:
-    """Annotate a lowered graph (``passes.lower_for_hardware``) with fixed-point parameters.
+@dataclass
+class LayerInputs:
+    """A neuron layer as the quantizer sees it (what observers and calibration need)."""
 
-    ``scales`` overrides the observer's choice per neuron layer (calibration passes them in).
-    Returns a new graph whose synapse and neuron nodes carry ``metadata["loihi"]``.
+    neuron: str
+    synapses: list[str]
+    gain: float  # per-step input gain g (IF dt r, LIF dt r / tau, ...)
+    theta: np.ndarray  # v_threshold - v_reset
+    w_eff: list[np.ndarray]  # g * W per synapse layer, in membrane units
+
+
+def layer_inputs(graph: nir.NIRGraph, fmt: LoihiFormat | None = None) -> list[LayerInputs]:
+    """Every neuron layer of a lowered graph with its synapse layers, in node order.
+
+    Raises :class:`QuantizationError` when an input is not an Affine/Conv2d (lower the graph
+    first) or when a synapse layer feeds more than one neuron layer (it could not take both
+    scales).
     """
-    from ..passes._util import clone
-
     fmt = fmt or LoihiFormat()
-    g = clone(graph)
-    dt = float(g.metadata.get("dt", 1.0))
-    pred = predecessors(g)
-    report = QuantReport()
-    for name, node in g.nodes.items():
+    dt = float(graph.metadata.get("dt", 1.0))
+    pred, succ = predecessors(graph), successors(graph)
+    layers = []
+    for name, node in graph.nodes.items():
         if not is_neuron(node):
             continue
         syn = pred[name]
         for s in syn:
-            if not isinstance(g.nodes[s], SYNAPSE_TYPES):
+            if not isinstance(graph.nodes[s], SYNAPSE_TYPES):
                 raise QuantizationError(
-                    f"node {name!r}: input {s!r} is a {type(g.nodes[s]).__name__}; lower the "
+                    f"node {name!r}: input {s!r} is a {type(graph.nodes[s]).__name__}; lower the "
                     "graph first so every synapse layer is an Affine or Conv2d")
-        gain, dv, du, leak = _gain_and_decays(name, node, dt, fmt)
+            fed = [t for t in succ[s] if is_neuron(graph.nodes[t])]
+            if len(fed) > 1:
+                raise QuantizationError(
+                    f"synapse layer {s!r} feeds {len(fed)} neuron layers ({', '.join(fed)}); "
+                    "each synapse layer takes the scale of the one neuron layer it feeds")
+        gain, _, _, _ = _gain_and_decays(name, node, dt, fmt)
         theta = np.asarray(node.v_threshold, float) - np.asarray(node.v_reset, float)
         gain_u = _uniform(name, "input gain (dt r / tau)", np.round(gain, 12) * 1e12) / 1e12
-        w_eff = [np.asarray(g.nodes[s].weight, float) * gain_u for s in syn]
-        lam = float(scales[name]) if scales and name in scales else max_scale(w_eff, theta, fmt)
-        vth = np.round(theta * lam).astype(np.int64)
+        w_eff = [np.asarray(graph.nodes[s].weight, float) * gain_u for s in syn]
+        layers.append(LayerInputs(name, list(syn), gain_u, theta, w_eff))
+    return layers
+
+
+def _scalar_record(rec: dict) -> dict:
+    """Observer records as node metadata: numbers, strings and arrays (no None, no nesting)."""
+    return {k: v for k, v in rec.items() if v is not None and not isinstance(v, dict)}
+
+
+def quantize_graph(graph: nir.NIRGraph, fmt: LoihiFormat | None = None,
+                   scales: dict[str, float] | None = None, *,
+                   observer: str | Callable[..., ScaleObserver] = "minmax",
+                   vth_factors: dict[str, float] | None = None,
+                   records: dict[str, dict] | None = None) -> tuple[nir.NIRGraph, QuantReport]:
+    """Annotate a lowered graph (``passes.lower_for_hardware``) with fixed-point parameters.
+
+    ``observer`` picks every layer's scale from its weights: ``"minmax"`` (default),
+    ``"percentile"`` or a constructor (:mod:`.observers`). ``scales`` overrides it per neuron
+    layer and ``vth_factors`` nudges thresholds (``vth = round(theta scale factor)``); calibration
+    passes both, with ``records`` (per layer, merged into ``metadata["loihi"]``: the observer's
+    name and candidate errors). Returns a new graph whose synapse and neuron nodes carry
+    ``metadata["loihi"]``, and the report.
+    """
+    from ..passes._util import clone
+
+    if observer == "search":
+        raise QuantizationError("observer 'search' needs calibration data: run "
+                                "neurodeploy.quantize.calibrate(graph, x) and pass its scales")
+    fmt = fmt or LoihiFormat()
+    g = clone(graph)
+    dt = float(g.metadata.get("dt", 1.0))
+    scales, vth_factors, records = scales or {}, vth_factors or {}, records or {}
+    report = QuantReport(observer=observer if isinstance(observer, str) else "custom")
+    for layer in layer_inputs(g, fmt):
+        name, syn, gain_u, theta, w_eff = (layer.neuron, layer.synapses, layer.gain, layer.theta,
+                                           layer.w_eff)
+        node = g.nodes[name]
+        _, dv, du, leak = _gain_and_decays(name, node, dt, fmt)
+        if name in scales:
+            lam = float(scales[name])
+            rec = {"observer": "override", **records.get(name, {})}
+        else:
+            obs = make_observer(observer, fmt)
+            obs.observe(w_eff, theta)
+            lam = obs.calculate_scale()
+            report.observer = obs.name
+            rec = {**obs.record(), **records.get(name, {})}
+        factor = float(vth_factors.get(name, 1.0))
+        if not lam > 0 or not np.isfinite(lam):
+            raise QuantizationError(f"node {name!r}: scale must be positive and finite, got {lam}")
+        vth = np.round(theta * lam * factor).astype(np.int64)
         if vth.max() >= 1 << fmt.vth_bits or vth.min() < 0:
             raise QuantizationError(f"node {name!r}: threshold {vth.max()} does not fit "
                                     f"{fmt.vth_bits} bits at scale {lam:.4g}")
@@ -198,10 +276,15 @@ def quantize_graph(graph: nir.NIRGraph, fmt: LoihiFormat | None = None,
         du_i = _uniform(name, "du (current decay)", du)
         node.metadata = dict(node.metadata)
         node.metadata["loihi"] = {
+            **_scalar_record(rec),
             "scale": lam, "vth": vth, "du": du_i, "dv": dv_i, "bias_mant": bias_mant,
             "bias_exp": bias_exp, "v_init": v_init_int, "reset": reset_mode(node),
-            "observer": "minmax" if not (scales and name in scales) else "calibrated",
+            "vth_factor": factor, "n_saturated": n_sat,
         }
-        report.layers.append(LayerQuant(name, lam, int(vth.max()), dv_i, du_i, bias_exp,
-                                        list(syn), n_w, n_sat, err))
+        cands = np.asarray(rec.get("candidates", np.zeros((0, 3))), float).reshape(-1, 3)
+        report.layers.append(LayerQuant(
+            name, lam, int(vth.max()), dv_i, du_i, bias_exp, list(syn), n_w, n_sat, err,
+            observer=str(rec["observer"]), vth_factor=factor,
+            percentile=rec.get("percentile"), rate_error=rec.get("rate_error"),
+            rate_error_minmax=rec.get("rate_error_minmax"), candidates=cands.tolist()))
     return g, report

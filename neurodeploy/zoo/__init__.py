@@ -29,3 +29,8 @@ def build(name: str, **kwargs) -> nn.Module:
 
 
 from . import default  # noqa: E402,F401  (registers dvs-cnn)
+from . import dsr  # noqa: E402,F401  (DSR, Dspike and Shortcut back-prop architectures)
+from . import lee  # noqa: E402,F401  (Lee et al. 2020 VGG/ResNet)
+from . import ltl  # noqa: E402,F401  (LTL spiking VGG)
+from . import single_step  # noqa: E402,F401  (single-time-step sequencer SNN)
+from . import spide  # noqa: E402,F401  (SPIDE and IDE feedback SNNs)

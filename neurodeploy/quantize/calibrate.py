@@ -1,0 +1,347 @@
+"""Calibration: per-layer scales and threshold nudges that keep firing rates close to float.
+
+:func:`calibrate` runs the float model once on calibration data (``[T, B, *input_shape]``
+integer event counts) and records every neuron layer's spikes. Then, layer by layer in
+topological order, it quantizes the graph with candidate ``(scale, vth_factor)`` pairs from a
+:class:`~.observers.SearchObserver` and keeps the pair whose fixed-point spikes are closest to the
+float spikes of that layer. Upstream layers are already fixed at their chosen values, so each
+layer also compensates the errors of the layers before it; downstream layers cannot influence it.
+
+* **Rate error** of a layer: ``mean |sum_t s_fixed - sum_t s_float| / T`` over samples and
+  neurons, i.e. the mean absolute difference of firing rates (spikes per step).
+* **Objective**: the sum of the rate errors of all neuron layers. After the greedy search the
+  objective is compared with that of plain min/max scales; min/max is kept unless the search is
+  strictly better, so calibration never makes the objective worse.
+* **Timing**: the fixed-point model runs with training-time timing (no synapse delays,
+  ``simulate_fixed(pipeline=False)``), so rates compare step for step with the float model.
+* **Recurrence**: neuron layers that sit on a common cycle (a self-recurrent layer, or a loop
+  through several layers) form one unit: they are simulated together, step by step, and a
+  candidate for one of them is judged by the summed error of the unit.
+* **Determinism**: more than ``max_samples`` samples are thinned to evenly spaced ones; nothing is
+  random, and ties between candidates go to the one proposed first (min/max).
+
+The layer simulation (:func:`simulate_layerwise`) uses the shared arithmetic of the native engine
+(:func:`neurodeploy.fixedpoint.lif_step` and the engine's ``synapse_output``) and gives the same
+spikes as ``simulate_fixed(graph, x, pipeline=False)``; synapse layers whose inputs come from
+earlier units are evaluated for all steps at once, in float32 when that is provably exact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import networkx as nx
+import nir
+import numpy as np
+import torch
+
+from .. import fixedpoint as fp
+from ..engine.fixed_engine import synapse_output
+from ..engine.float_engine import simulate_float
+from ..engine.ops import apply_linear
+from ..errors import InputFileError, QuantizationError
+from ..graph import evaluation_order, is_neuron, predecessors
+from .loihi import LoihiFormat, QuantReport, layer_inputs, quantize_graph
+from .observers import ScaleObserver, SearchObserver, make_observer
+
+#: Synapse sums below this bound are exact in float32 with ample margin (2**24 is the limit).
+_F32_EXACT = 1 << 20
+
+
+def load_calibration(path) -> np.ndarray:
+    """Calibration inputs ``[T, N, *shape]`` from an ``.npz`` holding ``x`` ``[N, T, *shape]``
+    (the layout ``neurodeploy run --input`` reads; labels are not needed)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputFileError(f"{path}: no such file")
+    try:
+        with np.load(path) as data:
+            x = data["x"]
+    except Exception as e:
+        raise InputFileError(f"{path}: expected an .npz with 'x' [N, T, *shape]: {e}") from e
+    if x.ndim < 3:
+        raise InputFileError(f"{path}: 'x' has shape {x.shape}; expected [N, T, *shape]")
+    return np.moveaxis(x, 0, 1)
+
+
+def subsample(x: np.ndarray, max_samples: int) -> np.ndarray:
+    """At most ``max_samples`` evenly spaced samples of ``x`` (``[T, B, ...]``), deterministic."""
+    B = x.shape[1]
+    if max_samples <= 0 or B <= max_samples:
+        return x
+    idx = np.unique(np.linspace(0, B - 1, max_samples).round().astype(int))
+    return x[:, idx]
+
+
+def rate_error(s_fixed: np.ndarray, s_float: np.ndarray) -> float:
+    """Mean absolute firing-rate difference (spikes per step) of two ``[T, B, ...]`` records."""
+    T = s_fixed.shape[0]
+    if T == 0:
+        return 0.0
+    d = np.asarray(s_fixed, np.float64).sum(0) - np.asarray(s_float, np.float64).sum(0)
+    return float(np.abs(d).mean() / T)
+
+
+def _integer_input(x) -> np.ndarray:
+    xs = np.asarray(x)
+    if xs.dtype.kind == "f":
+        if not np.all(xs == np.round(xs)):
+            raise QuantizationError("calibration input must be integer event counts")
+    return xs.astype(np.int64)
+
+
+def units(graph: nir.NIRGraph) -> list[list[str]]:
+    """Neuron layers grouped by the cycles they share, in an order where inputs come first.
+
+    A neuron on no cycle is a unit of its own; every unit's synapse inputs come from earlier
+    units, the graph input, or the unit itself.
+    """
+    order, _ = evaluation_order(graph)
+    pos = {n: i for i, n in enumerate(order)}
+    g = nx.DiGraph()
+    g.add_nodes_from(graph.nodes)
+    g.add_edges_from(graph.edges)
+    cond = nx.condensation(g)
+    members = cond.graph["mapping"]
+    groups: dict[int, list[str]] = {}
+    for n in order:
+        if is_neuron(graph.nodes[n]):
+            groups.setdefault(members[n], []).append(n)
+    comp_order = nx.lexicographical_topological_sort(
+        cond, key=lambda c: min(pos[n] for n in cond.nodes[c]["members"]))
+    return [groups[c] for c in comp_order if c in groups]
+
+
+def _check_synapse_inputs(graph: nir.NIRGraph, pred) -> None:
+    for name, node in graph.nodes.items():
+        if is_neuron(node):
+            continue
+        if "loihi" in node.metadata and "weight_mant" in node.metadata["loihi"]:
+            for p in pred[name]:
+                if not (is_neuron(graph.nodes[p]) or isinstance(graph.nodes[p], nir.Input)):
+                    raise QuantizationError(
+                        f"synapse layer {name!r} reads {p!r} ({type(graph.nodes[p]).__name__}); "
+                        "calibration needs a lowered graph whose synapses read neurons or inputs")
+
+
+def _synapse_all_steps(name: str, node, x: np.ndarray) -> np.ndarray:
+    """``synapse_output`` of ``x`` (``[T, B, ...]``) for every step in one batched call."""
+    T, B = x.shape[:2]
+    flat = x.reshape(T * B, *x.shape[2:])
+    q = node.metadata["loihi"]
+    mant = np.asarray(q["weight_mant"], np.int64)
+    per_out = np.abs(mant).reshape(mant.shape[0], -1).sum(1).max(initial=0)
+    bound = int(per_out) * int(np.abs(flat).max(initial=0))
+    if int(q["weight_exp"]) == 0 and bound < _F32_EXACT:
+        # every partial sum is an integer below 2**20: float32 is exact, and no wrap applies
+        xt = torch.as_tensor(flat, dtype=torch.float32)
+        y = apply_linear(name, node, xt, weight=mant.astype(np.float32), bias=False).numpy()
+        y = np.rint(y).astype(np.int64)
+    else:
+        y = synapse_output(name, node, flat)
+    return y.reshape(T, B, *y.shape[1:])
+
+
+@dataclass
+class _Sim:
+    """Fixed-point graph state shared by the unit runs of one simulation."""
+
+    graph: nir.NIRGraph
+    order: list[str]
+    back: set
+    pred: dict[str, list[str]]
+
+    @classmethod
+    def of(cls, graph: nir.NIRGraph) -> _Sim:
+        order, back = evaluation_order(graph)
+        pred = predecessors(graph)
+        _check_synapse_inputs(graph, pred)
+        return cls(graph, order, back, pred)
+
+    def run_unit(self, unit: list[str], acts: dict[str, np.ndarray], T: int,
+                 cache: dict | None = None, stats: dict | None = None) -> dict[str, np.ndarray]:
+        """Spikes ``[T, B, ...]`` (int8) of the neurons in ``unit``, given the activity ``acts``
+        of the input and of earlier units. ``cache`` keeps batched synapse outputs keyed by
+        synapse and scale; ``stats[name]`` receives the ``u_wrap``/``v_clip`` counts."""
+        g, pred, back = self.graph, self.pred, self.back
+        neurons = set(unit)
+        syn = [s for n in unit for s in pred[n]]
+        ext = [s for s in syn if not any(p in neurons for p in pred[s])]
+        ff = {}
+        for s in ext:
+            key = (s, float(g.nodes[s].metadata["loihi"]["scale"]))
+            if cache is not None and key in cache:
+                ff[s] = cache[key]
+                continue
+            ins = [acts[p] for p in pred[s]]
+            ff[s] = _synapse_all_steps(s, g.nodes[s], sum(ins[1:], ins[0]))
+            if cache is not None:
+                cache[key] = ff[s]
+        local = [k for k in self.order if k in neurons or (k in syn and k not in ff)]
+        B = next(iter(acts.values())).shape[1]
+        u, v, rec, st = {}, {}, {n: [] for n in unit}, {n: {} for n in unit}
+        for n in unit:
+            q = g.nodes[n].metadata["loihi"]
+            shape = (B, *[int(s) for s in g.nodes[n].output_type["output"]])
+            u[n] = np.zeros(shape, np.int64)
+            v[n] = np.broadcast_to(np.asarray(q["v_init"], np.int64), shape).copy()
+        prev: dict[str, np.ndarray] = {}
+        for t in range(T):
+            cur: dict[str, np.ndarray] = {}
+            for k in local:
+                ins = []
+                for p in pred[k]:
+                    if (p, k) in back:
+                        val = prev.get(p)
+                    elif p in cur:
+                        val = cur[p]
+                    else:
+                        val = ff[p][t] if p in ff else acts[p][t]
+                    if val is not None:
+                        ins.append(val)
+                if k in neurons:
+                    q = g.nodes[k].metadata["loihi"]
+                    a_in = sum(ins[1:], ins[0]) if ins else 0
+                    u[k], v[k], s = fp.lif_step(
+                        u[k], v[k], fp.wrap_int32(a_in), du=q["du"], dv=q["dv"], vth=q["vth"],
+                        bias_mant=q["bias_mant"], bias_exp=q["bias_exp"], reset=q["reset"],
+                        stats=st[k])
+                    cur[k] = s
+                    rec[k].append(s.astype(np.int8))
+                elif ins:
+                    cur[k] = synapse_output(k, g.nodes[k], sum(ins[1:], ins[0]))
+            prev = cur
+        if stats is not None:
+            stats.update(st)
+        return {n: np.stack(r) for n, r in rec.items()}
+
+
+def simulate_layerwise(graph: nir.NIRGraph, x: np.ndarray, stats: dict | None = None
+                       ) -> dict[str, np.ndarray]:
+    """Spikes ``[T, B, ...]`` of every neuron layer of a quantized graph, without synapse delays.
+
+    Same spikes as ``simulate_fixed(graph, x, pipeline=False)``, computed unit by unit (faster:
+    feed-forward synapse layers are evaluated for all steps at once). ``stats``, if given,
+    receives per neuron layer ``{"u_wrap": counts, "v_clip": counts}`` (``[B, ...]``).
+    """
+    sim = _Sim.of(graph)
+    xs = _integer_input(x)
+    acts: dict[str, np.ndarray] = {n: xs for n, node in graph.nodes.items()
+                                   if isinstance(node, nir.Input)}
+    for unit in units(graph):
+        acts.update(sim.run_unit(unit, acts, xs.shape[0], stats=stats))
+    return {n: a for n, a in acts.items() if is_neuron(graph.nodes[n])}
+
+
+def float_spikes(graph: nir.NIRGraph, x: np.ndarray) -> dict[str, np.ndarray]:
+    """Spikes of every neuron layer of the float model (``simulate_float``, no delays)."""
+    act = simulate_float(graph, x).activity
+    return {n: act[n] for n, node in graph.nodes.items() if is_neuron(node)}
+
+
+def rate_errors(qgraph: nir.NIRGraph, x: np.ndarray, reference: dict[str, np.ndarray]
+                ) -> dict[str, float]:
+    """Per neuron layer rate error of the quantized graph against ``reference`` spikes."""
+    spk = simulate_layerwise(qgraph, x)
+    return {n: rate_error(spk[n], reference[n]) for n in spk}
+
+
+@dataclass
+class Calibration:
+    """Result of :func:`calibrate`: what to pass to :func:`~.loihi.quantize_graph`."""
+
+    observer: str
+    samples: int
+    time_steps: int
+    scales: dict[str, float]
+    vth_factors: dict[str, float]
+    records: dict[str, dict]  # per layer, merged into metadata["loihi"]
+    objective: float  # sum of layer rate errors with the chosen parameters
+    objective_minmax: float  # ... with min/max scales
+    used: str  # "search", or "minmax" when the search found nothing better
+    rate_errors: dict[str, float] = field(default_factory=dict)
+
+    def quantize(self, graph: nir.NIRGraph, fmt: LoihiFormat | None = None
+                 ) -> tuple[nir.NIRGraph, QuantReport]:
+        """Quantize ``graph`` (the one calibrated) with the chosen parameters."""
+        q, rep = quantize_graph(graph, fmt, scales=self.scales, vth_factors=self.vth_factors,
+                                records=self.records)
+        rep.observer = self.observer
+        rep.calibration = self.summary()
+        return q, rep
+
+    def summary(self) -> dict:
+        return {"observer": self.observer, "samples": self.samples,
+                "time_steps": self.time_steps, "objective": self.objective,
+                "objective_minmax": self.objective_minmax, "used": self.used,
+                "rate_errors": dict(self.rate_errors)}
+
+
+def calibrate(graph: nir.NIRGraph, x: np.ndarray, fmt: LoihiFormat | None = None, *,
+              observer: str | Callable[..., ScaleObserver] = "search", max_samples: int = 256,
+              log: Callable[[str], None] | None = None) -> Calibration:
+    """Choose per-layer scales and threshold nudges of the lowered float ``graph`` on ``x``.
+
+    ``x``: ``[T, B, *input_shape]`` integer event counts (at most ``max_samples`` are used,
+    evenly spaced). ``observer``: ``"search"`` (default), or a :class:`SearchObserver`
+    constructor with other candidate steps. ``log`` receives one line per layer.
+    """
+    fmt = fmt or LoihiFormat()
+    xs = _integer_input(subsample(np.asarray(x), max_samples))
+    T, B = xs.shape[:2]
+    if log:
+        log(f"float reference and search on {B} samples x {T} steps")
+    ref = float_spikes(graph, xs)
+    layers = {ly.neuron: ly for ly in layer_inputs(graph, fmt)}
+    base_graph, base_rep = quantize_graph(graph, fmt)
+    base = {ly.neuron: ly.scale for ly in base_rep.layers}
+    sim = _Sim.of(base_graph)
+    scales, factors = dict(base), {n: 1.0 for n in base}
+    acts: dict[str, np.ndarray] = {n: xs for n, node in graph.nodes.items()
+                                   if isinstance(node, nir.Input)}
+    observers: dict[str, SearchObserver] = {}
+    unit_error: dict[int, float] = {}
+    for ui, unit in enumerate(units(graph)):
+        cache: dict = {}  # batched feed-forward synapse outputs, by (synapse, scale)
+        best_spikes: dict[str, np.ndarray] = {}
+        for n in unit:
+            obs = make_observer(observer, fmt)
+            if not isinstance(obs, SearchObserver):
+                raise QuantizationError(f"calibrate() needs a SearchObserver, got "
+                                        f"{type(obs).__name__}")
+            obs.observe(layers[n].w_eff, layers[n].theta)
+            observers[n] = obs
+            for stage in (obs.candidates, lambda o=obs: o.nudges(o.calculate_scale())):
+                for lam, factor in stage():
+                    trial_scales, trial_factors = {**scales, n: lam}, {**factors, n: factor}
+                    try:
+                        q, _ = quantize_graph(graph, fmt, scales=trial_scales,
+                                              vth_factors=trial_factors)
+                    except QuantizationError:
+                        obs.observe_candidate(lam, factor, np.inf)
+                        continue
+                    spk = _Sim(q, sim.order, sim.back, sim.pred).run_unit(unit, acts, T, cache)
+                    err = sum(rate_error(spk[m], ref[m]) for m in unit)
+                    if not obs.tried or err < obs.best()[2]:
+                        best_spikes = spk
+                    obs.observe_candidate(lam, factor, err)
+            scales[n], factors[n], unit_error[ui] = obs.best()
+            if log:
+                log(f"{n}: scale {scales[n]:.4g} (min/max {base[n]:.4g}), vth x "
+                    f"{factors[n]:.4f}, rate error {unit_error[ui]:.4g} (min/max scale "
+                    f"{obs.record()['rate_error_minmax']:.4g})")
+        acts.update(best_spikes)
+    objective = float(sum(unit_error.values()))
+    errs = {n: rate_error(acts[n], ref[n]) for n in base}  # acts: spikes of the final choice
+    errs_mm = rate_errors(base_graph, xs, ref)
+    objective_mm = float(sum(errs_mm.values()))
+    records = {n: {**o.record(), "observer": "search"} for n, o in observers.items()}
+    used = "search" if objective < objective_mm else "minmax"
+    if used == "minmax":  # keep the candidate errors, but quantize with min/max
+        scales, factors, errs, objective = dict(base), {n: 1.0 for n in base}, errs_mm, objective_mm
+    for n, rec in records.items():
+        rec.update(rate_error=errs[n], rate_error_minmax=errs_mm[n], observer=used)
+    return Calibration("search", B, T, scales, factors, records, objective, objective_mm, used,
+                       errs)

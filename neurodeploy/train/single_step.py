@@ -1,0 +1,83 @@
+"""Single-time-step training (after Yao et al., ACML 2023; details of the paper unverified).
+
+The network (:func:`neurodeploy.zoo.single_step.single_step_sequencer`) sees the image for one
+time step (T = 1): every hidden neuron fires at most once, and spatial recurrence along the
+image axes (unrolled into feed-forward layers) replaces temporal integration. Training is plain
+surrogate-gradient BPTT with T = 1 (ATan surrogate), Adam, cross-entropy on the current into the
+readout neuron.
+
+Deployed, the image is presented on the first step of a ``readout_steps`` window (input mode
+``"first"``) and the readout IF turns its membrane into a spike count (see the architecture's
+docstring); :func:`calibrate_readout` sets its threshold to the 99th percentile of the top logit
+divided by the window.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+import torch.nn.functional as F
+
+from .. import zoo
+from . import register
+from .common import (
+    TrainConfig,
+    TrainResult,
+    accuracy,
+    calibrate_readout,
+    load_data,
+    readout_logits,
+    seed_everything,
+    to_steps,
+    train_loop,
+)
+
+
+@register("single-step")
+def train(cfg: TrainConfig) -> TrainResult:
+    t_start = time.time()
+    seed_everything(cfg.seed)
+    T = 1
+    if cfg.time_steps not in (None, 1):
+        raise ValueError("the single-step method trains with T = 1")
+    epochs = cfg.epochs or 30
+    batch = cfg.batch or 64
+    lr = cfg.lr or 3e-3
+    window = cfg.get("readout_steps", 16)
+    split = load_data(cfg, T)
+    if split.kind != "direct":
+        raise ValueError("the single-step method takes static images; use --data digits")
+    mode = "first"
+    c, h, _ = split.input_shape
+    arch = "single-step-sequencer"
+    kw = dict(in_channels=c, size=h, classes=split.classes, width=cfg.get("width", 16),
+              depths=list(cfg.get("depths", (4, 2))), mlp_ratio=cfg.get("mlp_ratio", 2),
+              threshold=1.0)
+    model = zoo.build(arch, **kw)
+    with torch.no_grad():
+        model.stem.module.weight /= cfg.get("input_scale", 16.0)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(
+        opt, max(1, epochs * math.ceil(len(split.x_train) / batch)))
+
+    def step(xb, yb, it):
+        model.train()
+        loss = F.cross_entropy(readout_logits(model, to_steps(xb, T, mode)), yb)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        return float(loss.detach())
+
+    def evaluate():
+        return accuracy(lambda x: readout_logits(model, x), model, split, T, mode)
+
+    history = train_loop(split, cfg, epochs=epochs, batch=batch, step=step, evaluate=evaluate,
+                         method="single-step")
+    acc = evaluate()
+    kw["readout_threshold"] = calibrate_readout(model, split, T, mode, window=window)
+    return TrainResult("single-step", model.eval(), arch, kw, split.input_shape, T, acc, mode,
+                       eval_steps=window, history=history, extra={"readout_steps": window},
+                       seconds=time.time() - t_start)
