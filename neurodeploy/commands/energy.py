@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -62,7 +63,7 @@ def register(app) -> None:
         from ..energy import analyze, write_report
         from ..streaming import collect_recordings, recording_frames
 
-        out, err = Console(), Console(stderr=True)
+        out, err = Console(width=None if sys.stdout.isatty() else 120), Console(stderr=True)
         cm = artifact.load(model)
         recs = collect_recordings(events)[: samples or None]
         with err.status(f"binning {len(recs)} recordings..."):
@@ -77,7 +78,7 @@ def register(app) -> None:
         written = write_report(result, output, fmt.value)
         t = Table(title=f"energy per inference on {result.target.name} "
                         f"({x.shape[1]} recordings)")
-        for c in ("layer", "role", "synops", "spikes", "neuron updates", "energy [nJ]", "share"):
+        for c in ("layer", "role", "synops", "spikes", "neuron updates", "energy (nJ)", "share"):
             t.add_column(c, justify="right" if c not in ("layer", "role") else "left")
         for ly in result.layers:
             t.add_row(ly.name, ly.role, f"{ly.synops_per_sample:,.0f}",

@@ -23,6 +23,7 @@ source of ``[T, B, ...]`` arrays; :func:`evaluate` splits one array into batches
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -241,14 +242,38 @@ def print_report(rep: EvalReport, title: str, console) -> None:
         console.print(f"lava readout equals native engine: {rep.lava_equals_native}")
 
 
+def _dataset_frames(cm, folder: Path, samples: int | None, console):
+    """Frames ``[T, N, ...]`` of every labelled recording in ``folder``, plus event totals."""
+    from ..streaming import collect_recordings, recording_frames
+
+    recs = collect_recordings(folder)
+    if any(label is None for _, label in recs):
+        raise NeurodeployError(f"{folder}: recordings must sit in <label>/ folders (e.g. 3/x.bin)")
+    recs = recs[: samples or None]
+    frames, totals = [], {"n_read": 0, "n_used": 0, "dropped": {}}
+    with console.status(f"reading {len(recs)} recordings..."):
+        for path, _ in recs:
+            f, rep = recording_frames(cm, path)
+            frames.append(f)
+            totals["n_read"] += rep["n_read"]
+            totals["n_used"] += rep["n_used"]
+            for k, n in rep["dropped"].items():
+                totals["dropped"][k] = totals["dropped"].get(k, 0) + n
+    y = np.array([label for _, label in recs], np.int64)
+    return np.stack(frames, axis=1), y, totals
+
+
 def register(app) -> None:
     """Add the ``eval`` command to the typer ``app``."""
 
     @app.command("eval")
     def eval_cmd(
         model: Annotated[Path, typer.Argument(help="compiled .ndp")],
-        input: Annotated[Path, typer.Option(
-            "--input", help=".npz with x [N, T, *shape] (+ y labels)")],
+        input: Annotated[Path | None, typer.Option(
+            "--input", help=".npz with x [N, T, *shape] (+ y labels)")] = None,
+        dataset: Annotated[Path | None, typer.Option(
+            "--dataset", help="folder of labelled recordings (<label>/<file>, any event format)"
+        )] = None,
         backend: Annotated[EvalBackend, typer.Option(
             help="loihi-sim run: native (bit-exact engine) or lava")] = EvalBackend.native,
         samples: Annotated[int | None, typer.Option(help="use only the first N samples")] = None,
@@ -261,17 +286,27 @@ def register(app) -> None:
         from .. import artifact
         from ..cli import _load_inputs
 
-        out, err = Console(), Console(stderr=True)
+        out, err = Console(width=None if sys.stdout.isatty() else 120), Console(stderr=True)
         cm = artifact.load(model)
-        x, y = _load_inputs(input, cm.input_shape, samples)
+        if (input is None) == (dataset is None):
+            raise NeurodeployError("give exactly one of --input FILE.npz or --dataset DIR")
+        if dataset is not None:
+            x, y, events = _dataset_frames(cm, dataset, samples, err)
+        else:
+            x, y = _load_inputs(input, cm.input_shape, samples)
+            events = None
         if as_json:
             rep = evaluate(cm, x, y, backend.value, batch_size)
-            print(json.dumps(rep.as_dict(), indent=1))
+            print(json.dumps(dict(rep.as_dict(), events=events), indent=1))
         else:
             with out.status(f"evaluating {x.shape[1]} samples x {x.shape[0]} steps...") as st:
                 rep = evaluate(cm, x, y, backend.value, batch_size,
                                progress=lambda i, n: st.update(f"evaluated {i}/{n} samples"))
             print_report(rep, model.name, out)
+            if events is not None:
+                why = ", ".join(f"{n} {k}" for k, n in events["dropped"].items()) or "none"
+                out.print(f"events read {events['n_read']} = used {events['n_used']} + dropped "
+                          f"{events['n_read'] - events['n_used']} ({why})")
         if rep.overflow:
             err.print("warning: fixed-point overflow in the loihi-sim run: " + ", ".join(
                 f"{k} ({v['u_wrap']} u wraps, {v['v_clip']} v clips)"
