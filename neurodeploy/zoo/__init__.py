@@ -28,9 +28,7 @@ def build(name: str, **kwargs) -> nn.Module:
     return ARCHITECTURES[name](**kwargs)
 
 
-from . import default  # noqa: E402,F401  (registers dvs-cnn)
-from . import dsr  # noqa: E402,F401  (DSR, Dspike and Shortcut back-prop architectures)
-from . import lee  # noqa: E402,F401  (Lee et al. 2020 VGG/ResNet)
-from . import ltl  # noqa: E402,F401  (LTL spiking VGG)
-from . import single_step  # noqa: E402,F401  (single-time-step sequencer SNN)
-from . import spide  # noqa: E402,F401  (SPIDE and IDE feedback SNNs)
+# Each module registers its architectures on import: default (dvs-cnn), dsr (DSR, Dspike,
+# Shortcut back-prop), lee (Lee et al. 2020), ltl (LTL VGG), single_step (ACML 2023 sequencer),
+# spide (SPIDE and IDE feedback SNNs).
+from . import default, dsr, lee, ltl, single_step, spide  # noqa: E402,F401
