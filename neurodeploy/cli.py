@@ -64,7 +64,8 @@ def compile_cmd(
     trust_pickle: Annotated[bool, typer.Option(
         "--trust-pickle", help="allow loading a whole pickled nn.Module (runs its code)")] = False,
     calibrate: Annotated[Path | None, typer.Option(
-        help=".npz with x [N, T, *shape]: calibration data (a few hundred samples are used)")
+        help="calibration data: .npz with x [N, T, *shape], or a folder of recordings "
+             "(a few hundred samples are used)")
                          ] = None,
     observer: Annotated[Observer | None, typer.Option(
         help="how layer scales are chosen [default: search with --calibrate, else minmax]")

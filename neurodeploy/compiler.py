@@ -192,12 +192,37 @@ def compile_file(path, target="loihi-sim", trust_pickle=False, input_shape=None,
     path of an ``.npz`` with ``x`` ``[N, T, *shape]`` (as ``neurodeploy run --input`` reads)."""
     graph, info = load_source(path, trust_pickle, input_shape, time_steps, dt)
     if calibration is not None and not isinstance(calibration, np.ndarray):
-        from .quantize.calibrate import load_calibration
+        if Path(calibration).is_dir():
+            calibration = recordings_as_calibration(calibration, info, calibration_samples)
+        else:
+            from .quantize.calibrate import load_calibration
 
-        calibration = load_calibration(calibration)
+            calibration = load_calibration(calibration)
     return compile_graph(graph, target, source=info, time_steps=info.get("time_steps"),
                          calibration=calibration, observer=observer,
                          calibration_samples=calibration_samples, log=log)
+
+
+def recordings_as_calibration(folder, info: dict, max_samples: int) -> np.ndarray:
+    """``[T, N, ...]`` counts from up to ``max_samples`` evenly spaced recordings in ``folder``,
+    binned as the checkpoint's ``input_encoding`` says (the runtime's binning)."""
+    from .events import read_events
+    from .streaming import bin_events, collect_recordings
+
+    bin_us = int((info.get("input_encoding") or {}).get("bin_us", 0))
+    steps = info.get("time_steps")
+    if bin_us <= 0 or not steps:
+        raise InputFileError(f"{folder}: calibrating on recordings needs the checkpoint's time "
+                             "bin and time steps; pass an .npz of frames instead")
+    recs = collect_recordings(folder)
+    idx = np.unique(np.linspace(0, len(recs) - 1, min(max_samples, len(recs))).round().astype(int))
+    c, h, w = (int(s) for s in info["input_shape"])
+    frames = []
+    for i in idx:
+        ev = read_events(recs[i][0], sensor_size=(w, h, 2)).events
+        t0 = int(ev["t"].min()) if len(ev) else 0
+        frames.append(bin_events(ev, t0, int(steps), bin_us, (c, h, w)))
+    return np.stack(frames, axis=1)
 
 
 def pad_for_pipeline(x: np.ndarray, depth: int) -> np.ndarray:

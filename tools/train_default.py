@@ -74,13 +74,18 @@ def main() -> None:
          extra={"float_test_accuracy": acc, "data_seed": a.seed, "epochs": a.epochs,
                 "input_encoding": {"bin_us": a.bin_us, "sensor_size": [34, 34, 2],
                                    "origin": "first event of the window"}})
-    np.savez_compressed(a.out / "samples.npz", x=xte[:a.samples].astype(np.uint8),
-                        y=yte[:a.samples])
+    write_samples(a.out / "samples.npz", xte, yte, a.samples)
     (a.out / "train_log.json").write_text(json.dumps(
         {"float_test_accuracy": acc, "epochs": a.epochs, "time_steps": a.time_steps,
          "train_samples": len(xtr), "test_samples": len(xte), "seconds": time.time() - t0,
          "neurodeploy": neurodeploy.__version__}, indent=1))
     print(f"saved {a.out / 'model.pt'}: float test accuracy {acc:.2%}")
+
+
+def write_samples(path: Path, x: np.ndarray, y: np.ndarray, n: int) -> None:
+    """``n`` evenly spaced test samples (all classes, as the split is sorted by label)."""
+    idx = np.linspace(0, len(x) - 1, n).round().astype(int)
+    np.savez_compressed(path, x=x[idx].astype(np.uint8), y=y[idx])
 
 
 def load_frames(root: Path, split: str, steps: int, bin_us: int):
