@@ -281,7 +281,7 @@ def _run_events(cm, model: Path, source: str, window, stride, backend: str, as_j
         print(json.dumps(rep, indent=1))
         return
     t = Table(title=f"{model.name} on {source}: one decision per window")
-    for c in ("window start [s]", "events", "decision", "output spikes"):
+    for c in ("window start (s)", "events", "decision", "output spikes"):
         t.add_column(c, justify="right")
     for d in summary.decisions:
         t.add_row(f"{d.t_start_us / 1e6:.3f}", str(d.n_events), str(d.prediction),

@@ -486,8 +486,8 @@ def test_cnn_sinabs_compiles_and_runs_on_loihi_sim(sinabs_path, tmp_path, capsys
     float_counts = simulate_float(graph, x, record=False).output.sum(0)
     agreement = float((native.predictions == float_counts.argmax(1)).mean())
     assert agreement >= 0.75, agreement
-    deq = simulate_float(dequantize(cm), x[:, :16], record=False).output.sum(0)
-    assert np.array_equal(native.counts[:16], deq)
+    deq = simulate_float(dequantize(cm), x[:, :8], record=False).output.sum(0)
+    assert np.array_equal(native.counts[:8], deq)
 
 
 def test_sinabs_reset_can_be_overridden(sinabs_path):

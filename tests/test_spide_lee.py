@@ -24,6 +24,7 @@ from neurodeploy.train.ide import ImplicitSolver
 from neurodeploy.train.lee import lee_logits, signed_poisson
 from neurodeploy.train.spide import SpikingSolver
 from neurodeploy.zoo.lee import LeeLIF, LeePoolIF, leak_correction
+from neurodeploy.zoo.loaders import load_foreign
 from neurodeploy.zoo.loaders_spide_lee import load_ide, load_lee, load_spide
 
 D = torch.float64
@@ -449,6 +450,10 @@ def test_spide_ide_official_layouts_load_and_follow_the_equations(ide, sigma_sha
     assert torch.allclose(logits, logits_ref, atol=1e-9)
     rebuilt = zoo.build(info["arch"], **info["arch_kwargs"])
     rebuilt.load_state_dict(model.state_dict())
+    via, info2 = load_foreign(ckpt, info["arch"], **({"vth": 1.0} if ide else {}))
+    assert info2["time_steps"] == 30
+    with torch.no_grad():
+        assert torch.allclose(via.double()(x), logits, atol=1e-9)
 
 
 def test_spide_loader_rejects_disagreeing_aliases():

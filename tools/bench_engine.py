@@ -7,10 +7,13 @@ For each network (a small dense IF/LIF net, the bundled ``dvs-cnn`` and the NIR 
 (``Loihi2SimCfg("fixed_pt")``) and in :func:`neurodeploy.engine.simulate_fixed`, asserts that
 every neuron layer spikes identically at every step, and prints a markdown table of:
 
-* steps/s at batch 1 (steady state, see below) and batched throughput of the native engine
+* steps/s at batch 1 (steady state, see below) and the batched throughput of the native engine
   (batch 1, 32, 128; sample-steps/s);
 * synaptic events/s: input events and spikes times the number of synapses each one drives
   (structural fan-out; the count is the same for every simulator of the same run);
+* CPU time per sample and step (Lava: all its processes), which a busy machine distorts less
+  than wall-clock time: Lava runs one OS process per layer and gets more of a shared CPU than
+  a single-process simulator does;
 * float references on the uncompiled NIR graph: ``simulate_float`` and, for ``dvs-cnn``, a
   hand-written PyTorch step loop and snnTorch (``snn.Leaky``), when installed.
 
@@ -120,7 +123,8 @@ def _unpack(words: np.ndarray, steps: int, lava_shape) -> np.ndarray:
 def run_lava(graph: nir.NIRGraph, x1: np.ndarray, warmup: int):
     """Run one sample ``x1`` (``[T, *in_shape]``) in Lava.
 
-    Returns ``(spikes per neuron layer, steady-state steps/s, start-up seconds)``.
+    Returns ``(spikes per neuron layer, steady-state steps/s, CPU seconds per step of all Lava
+    processes, start-up seconds)``.
     """
     steps = len(x1)
     t0 = time.perf_counter()
@@ -146,25 +150,26 @@ def run_lava(graph: nir.NIRGraph, x1: np.ndarray, warmup: int):
         shape = tuple(int(s) for s in graph.nodes[k].output_type["output"])
         lshape = tuple(int(s) for s in net.procs[k].s_out.shape)
         spikes[k] = from_lava_layout(_unpack(w, steps, lshape), shape).reshape(steps, *shape)
-    print(f"  Lava: {(c2 - c1) / (steps - warmup) * 1e3:.2f} ms CPU per step (all processes), "
-          f"{(t2 - t1) / (steps - warmup) * 1e3:.2f} ms wall", flush=True)
-    return spikes, (steps - warmup) / (t2 - t1), t1 - t0
+    return spikes, (steps - warmup) / (t2 - t1), (c2 - c1) / (steps - warmup), t1 - t0
 
 
 # -- timing helpers ----------------------------------------------------------------------------
-def marginal_rate(fn, x: np.ndarray, repeats: int, short: int = 10) -> float:
-    """Steady-state steps/s of ``fn(x[:T])``: ``(T - short) / (t(T) - t(short))``, medians."""
+def marginal_rate(fn, x: np.ndarray, repeats: int, short: int = 10) -> tuple[float, float]:
+    """Steady state of ``fn(x[:T])``: ``(T - short) / (t(T) - t(short))`` steps/s, medians of
+    ``repeats`` runs, and the CPU seconds per step of this process measured the same way."""
     def timed(xx):
-        ts = []
+        wall, cpu = [], []
         for _ in range(repeats):
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             fn(xx)
-            ts.append(time.perf_counter() - t)
-        return float(np.median(ts))
+            wall.append(time.perf_counter() - t)
+            cpu.append(time.process_time() - c)
+        return float(np.median(wall)), float(np.median(cpu))
 
     fn(x[:short])  # warm-up (compiles the numba kernels on first use)
-    dt = timed(x) - timed(x[:short])
-    return (len(x) - short) / max(dt, 1e-9)
+    (w1, c1), (w0, c0) = timed(x), timed(x[:short])
+    steps = len(x) - short
+    return steps / max(w1 - w0, 1e-9), max(c1 - c0, 1e-9) / steps
 
 
 def events_per_step(graph: nir.NIRGraph, activity: dict[str, np.ndarray]) -> float:
@@ -304,11 +309,22 @@ def events(steps: int, batch: int, shape, p: float, seed: int) -> np.ndarray:
 
 
 # -- main --------------------------------------------------------------------------------------
-def bench(name, graph, in_shape, args, rows, float_refs=None, note=""):
-    cm = compile_graph(graph, time_steps=args.steps)
-    g = cm.graph
+class Row:
+    def __init__(self, net, sim, batch, rate, cpu, events, lava):
+        self.net, self.sim, self.batch, self.rate = net, sim, batch, rate
+        self.cpu, self.events, self.lava = cpu, events, lava  # cpu: s per step (whole batch)
+
+    def markdown(self) -> str:
+        b = self.batch
+        return (f"| {self.net} | {self.sim} | {b} | {self.rate:,.0f} | {self.rate * b:,.0f} | "
+                f"{self.rate * b * self.events:,.3g} | {self.cpu / b * 1e6:,.1f} | "
+                f"{self.rate / self.lava.rate:,.1f} | {self.lava.cpu / (self.cpu / b):,.0f} |")
+
+
+def bench(name, graph, in_shape, args, rows, float_refs=(), note=""):
+    g = compile_graph(graph, time_steps=args.steps).graph
     x = events(args.steps, 1, in_shape, args.p, seed=1)
-    lava_spikes, lava_rate, lava_start = run_lava(g, x[:, 0], args.warmup)
+    lava_spikes, lava_rate, lava_cpu, lava_start = run_lava(g, x[:, 0], args.warmup)
     native = simulate_fixed(g, x)
     for k, s in lava_spikes.items():
         if not np.array_equal(s, native.activity[k][:, 0]):
@@ -318,28 +334,26 @@ def bench(name, graph, in_shape, args, rows, float_refs=None, note=""):
     ev = events_per_step(g, native.activity)
     neurons = sum(int(np.prod(n.output_type["output"])) for n in g.nodes.values()
                   if is_neuron(n))
-    print(f"{name}: {neurons} neurons, {n_spikes} spikes in {args.steps} steps, "
-          f"{ev:.0f} synaptic events/step; Lava start-up {lava_start:.2f} s; "
-          f"spikes identical in every layer {note}", flush=True)
-    rows.append((name, "Lava 0.10 fixed_pt", 1, lava_rate, ev, lava_rate))
-    xl = events(args.long, 1, in_shape, args.p, seed=2)
-    rate = marginal_rate(lambda xx: simulate_fixed(g, xx, record=False), xl, args.repeats)
-    rows.append((name, "native fixed-point", 1, rate, ev, lava_rate))
+    print(f"{name} {note}: {neurons} neurons; {n_spikes} spikes in {args.steps} steps, identical "
+          f"in Lava and native in every layer at every step; {ev:.0f} synaptic events/step; "
+          f"Lava start-up {lava_start:.2f} s", flush=True)
+    lava = Row(name, "Lava 0.10 fixed_pt", 1, lava_rate, lava_cpu, ev, None)
+    lava.lava = lava
+    rows.append(lava)
+
+    def native_fn(xx):
+        return simulate_fixed(g, xx, record=False)
+
     for b in args.batches:
-        if b == 1:
-            continue
-        xb = events(max(20, args.long // b), b, in_shape, args.p, seed=3)
-        r = marginal_rate(lambda xx: simulate_fixed(g, xx, record=False), xb, args.repeats)
-        rows.append((name, "native fixed-point", b, r, ev, lava_rate))
-    fl = graph
-    xf = xl[: args.long // 4]
-    r = marginal_rate(lambda xx: simulate_float(fl, xx), xf, args.repeats)
-    rows.append((name, "simulate_float (float64, NIR)", 1, r, ev, lava_rate))
-    for label, fn in (float_refs or []):
-        for b in (1, 32):
-            xb = events(max(20, args.long // (4 * b)), b, in_shape, args.p, seed=4)
-            r = marginal_rate(fn, xb, args.repeats)
-            rows.append((name, label, b, r, ev, lava_rate))
+        xb = events(max(40, args.long // b), b, in_shape, args.p, seed=2)
+        rows.append(Row(name, "native fixed-point", b, *marginal_rate(native_fn, xb,
+                                                                      args.repeats), ev, lava))
+    refs = [("simulate_float (float64, NIR)", lambda xx: simulate_float(graph, xx), (1,))]
+    refs += [(label, fn, (1, 32)) for label, fn in float_refs]
+    for label, fn, batches in refs:
+        for b in batches:
+            xb = events(max(20, args.long // (8 * b)), b, in_shape, args.p, seed=3)
+            rows.append(Row(name, label, b, *marginal_rate(fn, xb, args.repeats), ev, lava))
 
 
 def main() -> None:
@@ -347,18 +361,22 @@ def main() -> None:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=300, help="Lava steps per network")
     ap.add_argument("--warmup", type=int, default=20, help="Lava steps before timing")
-    ap.add_argument("--long", type=int, default=2000, help="native steps timed at batch 1")
+    ap.add_argument("--long", type=int, default=4000,
+                    help="native steps timed at batch 1 (divided by the batch size)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--p", type=float, default=0.05, help="input event probability per step")
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 32, 128])
     args = ap.parse_args()
-    torch.set_num_threads(2)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; numba kernels: "
+    torch.set_num_threads(1)  # the engine uses one anyway; two spin badly on a busy machine
+    load = os.getloadavg()[0]
+    print(f"{os.cpu_count()} CPUs, load average {load:.1f}; torch {torch.__version__} on "
+          f"{torch.get_num_threads()} thread; numba kernels: "
           f"{fixed_kernels.jit_kernels() is not None}", flush=True)
-    rows: list[tuple] = []
+    rows: list[Row] = []
 
     model, shape = dense_net()
-    bench("dense 100-200-10", torch_to_nir(model, shape), shape, args, rows)
+    bench("dense 100-200-10", torch_to_nir(model, shape), shape, args, rows,
+          note="(IF/LIF, random weights)")
 
     model, shape, how = conv_net()
     refs = [("PyTorch step loop (float32)", torch_loop(copy.deepcopy(model).float()))]
@@ -366,7 +384,7 @@ def main() -> None:
     if snt is not None:
         refs.append((f"snnTorch {snt[1]} (float32)", snt[0]))
     else:
-        print("snnTorch is not installed; skipped", flush=True)
+        print("snnTorch is not installed: skipped", flush=True)
     bench("dvs-cnn", torch_to_nir(model.double(), shape), shape, args, rows, refs, f"({how})")
 
     try:
@@ -375,17 +393,18 @@ def main() -> None:
     except Exception as e:  # report and go on: NIR import is work in progress elsewhere
         print(f"cnn_sinabs.nir: not benchmarked: {type(e).__name__}: {e}", flush=True)
     else:
-        bench("cnn_sinabs.nir", graph, (2, 34, 34), args, rows)
+        bench("cnn_sinabs.nir", graph, (2, 34, 34), args, rows, note="(NIR paper, dt = 1)")
 
     print("\n| network | simulator | batch | steps/s | sample-steps/s | synaptic events/s "
-          "| x Lava (steps/s) |")
-    print("|---|---|---:|---:|---:|---:|---:|")
-    for name, sim, b, rate, ev, lava in rows:
-        print(f"| {name} | {sim} | {b} | {rate:,.0f} | {rate * b:,.0f} | {rate * b * ev:,.3g} "
-              f"| {rate / lava:,.1f} |")
-    conv = {(r[1], r[2]): r[3] for r in rows if r[0] == "dvs-cnn"}
-    ratio = conv[("native fixed-point", 1)] / conv[("Lava 0.10 fixed_pt", 1)]
-    print(f"\ndvs-cnn, batch 1: native / Lava = {ratio:.0f}x (target >= 200x)")
+          "| CPU us per sample-step | x Lava steps/s | x Lava CPU/sample-step |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(r.markdown())
+    conv = next(r for r in rows if r.net == "dvs-cnn" and r.sim.startswith("native")
+                and r.batch == 1)
+    print(f"\ndvs-cnn, batch 1: native = {conv.rate / conv.lava.rate:.0f}x Lava's steps/s "
+          f"(target >= 200x), {conv.lava.cpu / conv.cpu:.0f}x less CPU time per step; load "
+          f"average {load:.1f} at the start, {os.getloadavg()[0]:.1f} at the end")
 
 
 if __name__ == "__main__":

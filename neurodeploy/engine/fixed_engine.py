@@ -8,16 +8,17 @@ recurrent connection (neuron -> synapse -> same neuron) feeds a spike back one s
 Lava's Dense does. ``pipeline=False`` gives the training-time timing instead (same arithmetic,
 no synaptic delays; recurrent edges carry NIR's one-step delay).
 
-How it runs (see :mod:`neurodeploy.engine.fixed_kernels` for the exact arithmetic):
+How it runs (:mod:`neurodeploy.engine.fixed_kernels` has the exact arithmetic):
 
-* Time is cut into blocks (all steps at once for small batches). Layers outside cycles are
-  evaluated a whole block at a time: a synapse layer is one batched matrix product or
-  convolution over ``steps x batch`` inputs, a neuron layer loops over the steps with a few
-  in-place numpy calls. The synaptic delay is a shift of the block by one step.
+* Time is cut into blocks (``BLOCK_ELEMENTS``). Layers outside cycles are evaluated a whole
+  block at a time: a synapse layer processes ``steps x batch`` inputs in one call (event driven
+  over the non-zero inputs when they are sparse, else a BLAS product or torch's ``conv2d``), a
+  neuron layer runs its recurrence over the block in one compiled loop (numba, when installed)
+  or a few numpy calls per step. The synaptic delay is a shift of the block by one step.
 * Strongly connected parts of the graph (recurrent layers) are evaluated step by step inside the
   block, in Lava's order: synapses send what they computed at the previous step, neurons
-  update, synapses compute from this step's spikes. Dense layers then multiply only the rows of
-  active inputs when spikes are sparse.
+  update, synapses compute from this step's spikes.
+* Torch runs on one intra-op thread meanwhile (its calls here are small).
 """
 
 from __future__ import annotations
@@ -40,6 +41,9 @@ from .ops import apply_linear
 #: blocks cost less Python per step; smaller ones keep torch's conv2d in cache (dvs-cnn, one
 #: sample, CPU steps/s: 24k at 4M, 23k at 512k, 19k at 128k, 11k at 16k).
 BLOCK_ELEMENTS = 1 << 19
+#: ... but at least this many steps per block (large batches), memory permitting.
+BLOCK_MIN_STEPS = 16
+BLOCK_MAX_ELEMENTS = 1 << 23
 
 
 def _wrap24(x: np.ndarray) -> np.ndarray:
@@ -70,9 +74,8 @@ def pipeline_depth(graph: nir.NIRGraph) -> int:
     return max(depth[o] for o, node in graph.nodes.items() if isinstance(node, nir.Output))
 
 
-def _shape(node, port: str = "output") -> tuple[int, ...]:
-    return tuple(int(s) for s in node.output_type[port]) if port == "output" else tuple(
-        int(s) for s in node.input_type[port])
+def _shape(node) -> tuple[int, ...]:
+    return tuple(int(s) for s in node.output_type["output"])
 
 
 def _total(parts: list[np.ndarray], shape: tuple[int, ...]) -> np.ndarray:
@@ -193,9 +196,10 @@ class _Engine:
         members = set(comp)
         blocks = {k: np.empty((n, b, *self.shapes[k]), bool if k in self.neurons else float)
                   for k in comp}
-        srec = {k: (np.empty((n, b, blocks[k][0, 0].size)), np.empty((n, b, blocks[k][0, 0].size)))
+        size = {k: int(np.prod(self.shapes[k])) for k in comp}
+        srec = {k: (np.empty((n, b, size[k])), np.empty((n, b, size[k])))
                 for k in comp if k in self.neurons and record_states}
-        delayed = [k for k in comp if self.pipeline and k in self.synapses]
+        delayed = {k for k in comp if self.pipeline and k in self.synapses}
 
         def inputs(k, t, cur, final):
             parts = []
@@ -274,7 +278,8 @@ def simulate_fixed(
     srec = {k: {q: np.empty((T, B, *eng.shapes[k]), np.int64) for q in ("u", "v")}
             for k in eng.neurons} if record_states else {}
     widest = max(B * int(np.prod(s)) for s in eng.shapes.values())
-    tb = max(1, min(T, BLOCK_ELEMENTS // max(1, widest)))
+    tb = max(BLOCK_ELEMENTS // widest, min(BLOCK_MIN_STEPS, BLOCK_MAX_ELEMENTS // widest), 1)
+    tb = min(T, tb) if T else 1
 
     def store(t0: int, vals: dict, st: dict) -> None:
         n = min(tb, T - t0)

@@ -1,22 +1,27 @@
-"""Vectorised, exact kernels of the native fixed-point engine (synapse layers and LIF neurons).
+"""Exact, vectorised kernels of the native fixed-point engine: synapse layers and LIF neurons.
 
 :mod:`neurodeploy.fixedpoint` defines the arithmetic one element and one step at a time, with an
-int32 wrap after every stage. These kernels compute the same values for a whole block of steps
-and a batch at once:
+int32 wrap after every stage. These kernels compute the same values for a block of steps and a
+batch at once.
 
-* Values are ``float64`` arrays holding integers. Sums, products with 12-bit decay factors and
-  shifts by powers of two are exact below ``2**53``, far above the int32 range Lava works in.
-* Stateless stages (synaptic sums, ``a_in << 6``, the conditional 24-bit wrap of ``u`` for
-  IF/LIF, ``u + bias``) run over all steps of a block in one call. The int32 wraps are applied
-  with :func:`wrap_signed`, which costs one reduction when nothing overflows.
-* Only the recurrences that need it (``v`` always, ``u`` when ``du < 4095``) loop over steps,
-  with a few in-place ufunc calls per step. Before a block, bounds on ``|u|`` and ``|v|`` prove
-  that no int32 wrap can happen inside the loop; if the proof fails (inputs near the int32
-  range) the block is run by :func:`neurodeploy.fixedpoint.lif_step` itself, one step at a time.
-  Saturation of ``v`` is applied only at steps where a running bound says it can occur.
+Neurons (:class:`NeuronKernel`): before each block, bounds on ``|a_in|``, ``|u|`` and ``|v|``
+decide whether any int32 wrap can happen in it. If none can (any sane network), the int32 casts
+are no-ops and float64 arithmetic is exact (integers below ``2**53``; a decay is a product with
+a 12-bit fraction, truncated). Then the compiled ``fixed_jit.lif_block_float`` runs the block in
+one vectorised loop, or, without numba, numpy runs the stateless stages over the whole block and
+loops over steps only for the recurrences (``v``; ``u`` when ``du < 4095``), saturating ``v``
+only where a running bound says it can saturate. Otherwise the block runs through
+``fixed_jit.lif_block`` (``lif_step`` written out per element, every wrap included) or through
+:func:`neurodeploy.fixedpoint.lif_step` itself.
 
-``tests/test_engine_properties.py`` checks the kernels against ``lif_step`` on extreme values and
-the engine against Lava.
+Synapses (:class:`SynapseKernel`): Dense as Lava's bit-accurate Dense (effective 8-bit weights,
+graded sums wrapped to int32 before ``weight_exp``), Conv as Lava's Conv (weights as given,
+24-bit wrap). Sparse inputs are processed event driven (only non-zero inputs are visited) where
+that is faster, else by a float32/float64 BLAS product or torch's ``conv2d``; float32 only
+where every partial sum stays below ``2**24``.
+
+``tests/test_engine_properties.py`` checks every path against ``lif_step``/``dense_fixed``, the
+engine against a plain step loop and against Lava.
 """
 
 from __future__ import annotations
@@ -357,6 +362,10 @@ class NeuronKernel:
         ``a``. Returns ``(s, u, v)``: spikes as bool ``[Tb, B, N]`` and, with
         ``record_states``, the states after each step (else None).
         """
+        if len(a) == 0:
+            empty = np.empty(a.shape)
+            return np.empty(a.shape, bool), (empty if record_states else None), (
+                empty if record_states else None)
         if not (self.jit is not None and a.dtype == np.float32):
             a = np.asarray(a, dtype=np.float64)
         if a_bound >= _I32:

@@ -11,7 +11,7 @@ its spectral norm: ``W = clamp(g, -1, 1) W_w / sigma(W_w)``.
 
 Training on digits (``tools/train.py --method ide``): ``ide-mlp`` (64 -> 128 -> 64, dense
 feedback), IF neurons with ``vth = 1`` (the leak and ``vth = 2`` of the CIFAR recipe are options:
-``--opt leak=0.99 --opt vth=2``), T = 30, Adam, cross-entropy on the rate readout.
+``--set leak=0.99 --set vth=2``), T = 30, Adam, cross-entropy on the rate readout.
 """
 
 from __future__ import annotations

@@ -12,8 +12,9 @@ Neurons, leak-corrected straight-through gradient, pooling neurons and architect
   with ``num_message_bits=16`` -- so -1 arrives as -1 (a binary message would turn it into +1).
 * **Readout**: the leaky accumulator ``u_out = leak u_out + fc1(s)``; logits ``u_out/Vth/T``.
 * **Loss**: squared error against one-hot targets (summed over classes, averaged over the batch).
-* Recipe: T = 100, SGD lr 0.0033, wd 5e-4 in the paper; here T = 20 and Adam (lr 1e-3) so that
-  the small VGG trains on digits in about a minute of CPU.
+* Recipe: T = 100, batch 16, SGD lr 0.0033, wd 5e-4, 150 epochs in the paper; here T = 20,
+  batch 32, Adam (lr 5e-3, cosine) for 10 epochs, so that the small VGG (widths 16/32) trains on
+  digits in about two minutes of CPU (89.7% on the test images, the same on loihi-sim).
 
 Deployment: ``fc1`` feeds the integrating IF ``readout``; :func:`calibrate_lee_readout` sets its
 threshold from the summed training currents. The loihi-sim run receives the same sampled
@@ -143,7 +144,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     T = cfg.time_steps or 20
     epochs = cfg.epochs or 10
     batch = cfg.batch or 32
-    lr = cfg.lr or 3e-3
+    lr = cfg.lr or 5e-3
     split = load_data(cfg, T)
     limit_test(split, cfg.get("test_limit", 0))
     mode = INPUT_MODE if split.kind == "direct" else "frames"

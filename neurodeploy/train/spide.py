@@ -188,7 +188,7 @@ class SpikingSolver:
 
 
 def limit_test(split, n: int) -> None:
-    """Keep only the first ``n`` test samples (``--opt test_limit=n``; smoke runs, tests)."""
+    """Keep only the first ``n`` test samples (``--set test_limit=n``; smoke runs, tests)."""
     if n:
         split.x_test, split.y_test = split.x_test[:n], split.y_test[:n]
 

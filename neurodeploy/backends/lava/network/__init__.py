@@ -102,15 +102,29 @@ class LavaNetwork:
             src.connect(port_in)
         self.neurons = [k for k, n in graph.nodes.items() if is_neuron(n)]
 
-    def run(self, num_steps: int) -> dict[str, np.ndarray]:
-        """Run and return spikes of every neuron layer, ``[num_steps, *nir_shape]``."""
+    def run(self, num_steps: int, record_states: bool = False):
+        """Run and return spikes of every neuron layer, ``[num_steps, *nir_shape]``.
+
+        With ``record_states``, returns ``(spikes, states)``: ``states[name]["u"/"v"]`` are the
+        neuron layer's ``u`` and ``v`` after every step, ``[num_steps, *nir_shape]``, read by
+        one Lava ``Monitor`` per Var (reading costs ~0.1 ms per value: keep layers small).
+        """
         ports = {k: self.procs[k].s_out for k in self.neurons}
-        rec = run_and_record(self.procs[self.neurons[0]], num_steps, ports=ports)
-        out = {}
+        variables = {}
+        if record_states:
+            for k in self.neurons:
+                variables[(k, "u")] = self.procs[k].u
+                variables[(k, "v")] = self.procs[k].v
+        rec = run_and_record(self.procs[self.neurons[0]], num_steps, ports=ports,
+                             variables=variables)
+        out, states = {}, {}
         for k in self.neurons:
             shape = tuple(int(s) for s in self.graph.nodes[k].output_type["output"])
             out[k] = from_lava_layout(rec[k], shape).reshape(num_steps, *shape)
-        return out
+            if record_states:
+                states[k] = {q: from_lava_layout(rec[(k, q)], shape).reshape(num_steps, *shape)
+                             for q in ("u", "v")}
+        return (out, states) if record_states else out
 
 
 def _neuron(name: str, node):
@@ -150,11 +164,23 @@ def _synapse(name: str, node, in_shape, from_input: bool):
                 num_message_bits=16 if from_input else 0, name=name)
 
 
-def simulate_lava(graph: nir.NIRGraph, x: np.ndarray, num_steps: int | None = None):
-    """Run each sample of ``x`` (``[T, B, *shape]``) in Lava; returns activity ``[T', B, ...]``."""
+def simulate_lava(graph: nir.NIRGraph, x: np.ndarray, num_steps: int | None = None,
+                  record_states: bool = False):
+    """Run each sample of ``x`` (``[T, B, *shape]``) in Lava; returns activity ``[T', B, ...]``.
+
+    With ``record_states``, returns ``(activity, states)`` with ``states[name]["u"/"v"]`` of
+    every neuron layer, ``[T', B, *shape]`` (NIR layout, as ``simulate_fixed``'s states).
+    """
     xs = np.asarray(x)
     steps = int(num_steps or xs.shape[0])
     if steps > xs.shape[0]:
         xs = np.concatenate([xs, np.zeros((steps - xs.shape[0], *xs.shape[1:]), xs.dtype)])
-    per_sample = [LavaNetwork(graph, xs[:, b]).run(steps) for b in range(xs.shape[1])]
-    return {k: np.stack([r[k] for r in per_sample], axis=1) for k in per_sample[0]}
+    runs = [LavaNetwork(graph, xs[:, b]).run(steps, record_states=record_states)
+            for b in range(xs.shape[1])]
+    spikes = [r[0] for r in runs] if record_states else runs
+    act = {k: np.stack([r[k] for r in spikes], axis=1) for k in spikes[0]}
+    if not record_states:
+        return act
+    states = {k: {q: np.stack([r[1][k][q] for r in runs], axis=1) for q in ("u", "v")}
+              for k in runs[0][1]}
+    return act, states
