@@ -102,6 +102,8 @@ def _input_array(x) -> tuple[np.ndarray, float]:
         raise GraphError("fixed-point input must be integer spike counts")
     if xs.dtype.kind not in "fiu":
         raise GraphError(f"fixed-point input must be numeric, got dtype {xs.dtype}")
+    if xs.dtype.kind in "iu" and (xs.size == 0 or xs.view(f"u{xs.itemsize}").max() <= 1):
+        return xs != 0, 1.0  # 0/1 events (one pass: negatives are huge unsigned)
     hi, lo = (float(xs.max()), float(xs.min())) if xs.size else (0.0, 0.0)
     if hi > np.iinfo(np.int32).max or lo < np.iinfo(np.int32).min:
         raise GraphError("fixed-point input must fit in int32 (Lava's message type)")

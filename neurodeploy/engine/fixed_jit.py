@@ -6,6 +6,9 @@ engine uses its numpy kernels, which compute the same values. Compiled once and 
 
 * :func:`lif_block` is :func:`neurodeploy.fixedpoint.lif_step` written out per element in int64
   with every int32 wrap, over a block of steps. Being a literal port it needs no range analysis.
+  :func:`lif_block_float` and :func:`lif_block_if` (IF/LIF with small inputs) are the same in
+  float64 for blocks where the caller has proved that no wrap can occur; they vectorise (SIMD)
+  and are about 3x faster.
 * :func:`dense_events` and :func:`conv_events` are event driven: they visit only non-zero inputs
   (spikes, input events), so their cost scales with activity, not layer size. They accumulate in
   the weights' dtype (float32 or float64), exact while every partial sum stays below ``2**24``
@@ -120,6 +123,33 @@ def lif_block_float(a, u, v, r_u, r_v, vth_eff, bias_eff, subtract, spikes, u_re
                     vb[i] = 0.0 if fired else volt
             if record:
                 u_rec[t, b] = ub
+                v_rec[t, b] = vb
+
+
+@numba.njit(cache=True, nogil=True)
+def lif_block_if(a, v, r_v, vth_eff, bias_eff, subtract, spikes, v_rec, record, v_clip):
+    """:func:`lif_block_float` for ``du = 4095`` when ``|a_in << 6| < 2**23``: then ``u`` is
+    just ``a_in << 6`` each step (IF/LIF: no synaptic memory, no wrap), computed by the caller.
+    """
+    steps, batch, n = a.shape
+    for t in range(steps):
+        for b in range(batch):
+            at = a[t, b]
+            vb = v[b]
+            st = spikes[t, b]
+            vc = v_clip[b]
+            for i in range(n):
+                pre = np.trunc(vb[i] * r_v) + at[i] * 64.0 + bias_eff[i]
+                volt = min(max(pre, -_VMAX_F), _VMAX_F)
+                vc[i] += pre != volt
+                th = vth_eff[i]
+                fired = volt > th
+                st[i] = fired
+                if subtract:
+                    vb[i] = volt - (th if fired else 0.0)
+                else:
+                    vb[i] = 0.0 if fired else volt
+            if record:
                 v_rec[t, b] = vb
 
 

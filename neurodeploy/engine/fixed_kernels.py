@@ -415,7 +415,14 @@ class NeuronKernel:
         a = np.ascontiguousarray(a)
         s = np.empty(a.shape, bool)
         rec_shape = a.shape if record_states else (0, 0, 0)
-        if self._float_safe(a_bound):
+        if self.du == fp.DECAY_UNITY - fp.DS_OFFSET and a_bound * 64 < _M and self._float_safe(
+                a_bound):
+            v_rec = np.empty(rec_shape)
+            self.jit.lif_block_if(a, self.v, self.r_v, self.vth_eff, self.bias_eff,
+                                  self.reset == "subtract", s, v_rec, record_states, self.v_clip)
+            self.u = a[-1].astype(np.float64) * 64.0  # u = a_in << 6 (no wrap: < 2**23)
+            u_rec = a.astype(np.float64) * 64.0 if record_states else None
+        elif self._float_safe(a_bound):
             u_rec, v_rec = np.empty(rec_shape), np.empty(rec_shape)
             self.jit.lif_block_float(a, self.u, self.v, self.r_u, self.r_v, self.vth_eff,
                                      self.bias_eff, self.reset == "subtract", s, u_rec, v_rec,

@@ -108,6 +108,9 @@ def _fold_bn(bn, where, producers, b: _Builder, users_ok: bool):
 
 def torch_to_nir(model: nn.Module, input_shape: tuple[int, ...]) -> nir.NIRGraph:
     """Export ``model`` (taking ``[T, B, *input_shape]``) to a NIR graph with ``dt = 1``."""
+    to_nir = getattr(model, "to_nir", None)
+    if callable(to_nir):  # recurrent models (e.g. FeedbackSNN) write their own graph
+        return to_nir(tuple(input_shape))
     model = model.eval()
     try:
         gm = fx.GraphModule(model, _Tracer().trace(model))
