@@ -129,7 +129,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     split = load_data(cfg, T)
     mode = input_mode(split)
     c, h, _ = split.input_shape
-    blocks = cfg.get("blocks", (1, 1))
+    blocks = cfg.get("blocks", (1, 1, 1))
     b0 = cfg.get("b", 3.0)
     arch = "spiking-resnet"
     kw = dict(in_channels=c, classes=split.classes, width=cfg.get("width", 8),

@@ -7,8 +7,10 @@ SGD (lr 0.1, momentum 0.9, weight decay 5e-4), linear warm-up then cosine decay;
 on the output layer's (time-weighted for LIF) spike rate in DSR units (spikes of value Vth or
 Vth/dt). Only the number of epochs and the widths are reduced here.
 
-Architectures: ``dsr-preact-resnet18`` on direct-input digits (tiny: width 8, one block in each
-of two stages), ``dsr-vgg11`` on DVS frames (``arch=vgg``).
+Architectures: ``dsr-preact-resnet18`` (tiny: width 8, one block in each of two stages) by
+default, ``dsr-vgg11`` with ``arch=vgg`` (its average pools fuse into the next convolution only
+when every pooled feature map has an even side, e.g. 8x8 digits or 32/48-pixel frames, not the
+34x34 synthetic DVS frames).
 """
 
 from __future__ import annotations
@@ -66,7 +68,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     t_start = time.time()
     seed_everything(cfg.seed)
     T = cfg.time_steps or 20
-    epochs = cfg.epochs or 8
+    epochs = cfg.epochs or 12
     batch = cfg.batch or 64
     lr = cfg.lr or 0.1
     split = load_data(cfg, T)
@@ -75,7 +77,7 @@ def train(cfg: TrainConfig) -> TrainResult:
                   alpha=cfg.get("alpha", 0.3), vth_bound=cfg.get("vth_bound", 5e-4),
                   tau=cfg.get("tau", 1.0), dt=cfg.get("dt", 0.05))
     c, h, w = split.input_shape
-    if cfg.get("arch", "resnet" if split.kind == "direct" else "vgg") == "resnet":
+    if cfg.get("arch", "resnet") == "resnet":
         blocks = cfg.get("blocks", (1, 1))
         arch = "dsr-preact-resnet18"
         kw = dict(in_channels=c, classes=split.classes, width=cfg.get("width", 8),

@@ -102,7 +102,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     t_start = time.time()
     seed_everything(cfg.seed)
     T = cfg.time_steps or 4
-    epochs = cfg.epochs or 6
+    epochs = cfg.epochs or 10
     batch = cfg.batch or 64
     lr = cfg.lr or 3e-3
     split = load_data(cfg, T)

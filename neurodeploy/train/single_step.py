@@ -19,8 +19,10 @@ import time
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from .. import zoo
+from ..zoo.dsr import IdentityConv
 from . import register
 from .common import (
     TrainConfig,
@@ -35,6 +37,20 @@ from .common import (
 )
 
 
+def kaiming_init(model, gain: float = 1.0) -> None:
+    """He-normal weights (times ``gain``) for every trained conv/linear layer (no biases here).
+
+    With a single time step nothing integrates over time: layers initialised too small stay
+    silent, and the surrogate gradient through a silent chain vanishes."""
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)) and not isinstance(m, IdentityConv):
+            nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+            with torch.no_grad():
+                m.weight.mul_(gain)
+                if hasattr(m, "axis_mask"):
+                    m.weight.mul_(m.axis_mask)
+
+
 @register("single-step")
 def train(cfg: TrainConfig) -> TrainResult:
     t_start = time.time()
@@ -42,9 +58,9 @@ def train(cfg: TrainConfig) -> TrainResult:
     T = 1
     if cfg.time_steps not in (None, 1):
         raise ValueError("the single-step method trains with T = 1")
-    epochs = cfg.epochs or 30
+    epochs = cfg.epochs or 40
     batch = cfg.batch or 64
-    lr = cfg.lr or 3e-3
+    lr = cfg.lr or 1e-2
     window = cfg.get("readout_steps", 16)
     split = load_data(cfg, T)
     if split.kind != "direct":
@@ -52,10 +68,11 @@ def train(cfg: TrainConfig) -> TrainResult:
     mode = "first"
     c, h, _ = split.input_shape
     arch = "single-step-sequencer"
-    kw = dict(in_channels=c, size=h, classes=split.classes, width=cfg.get("width", 16),
-              depths=list(cfg.get("depths", (4, 2))), mlp_ratio=cfg.get("mlp_ratio", 2),
+    kw = dict(in_channels=c, size=h, classes=split.classes, width=cfg.get("width", 32),
+              depths=list(cfg.get("depths", (3, 2))), mlp_ratio=cfg.get("mlp_ratio", 2),
               threshold=1.0)
     model = zoo.build(arch, **kw)
+    kaiming_init(model, cfg.get("init_gain", 1.0))
     with torch.no_grad():
         model.stem.module.weight /= cfg.get("input_scale", 16.0)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
