@@ -12,7 +12,9 @@ Word type = bits 31..28:
 
 t = (TIME_HIGH << 6) | t_low (34 bits, ~4.8 h; a TIME_HIGH decreasing by more than half its range
 is read as a wrap). Events before the first TIME_HIGH are dropped as ``missing_state``.
-Origin: top-left, as stored. Decoding is vectorised (TIME_HIGH forward-filled by index lookup).
+Origin: top-left, as stored. Decoding: a compiled (numba) state machine (:mod:`.decode_jit`), or
+without numba (``NEURODEPLOY_JIT=0``) vectorised numpy (TIME_HIGH forward-filled by index lookup),
+same output.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from ._base import (
     drop_decoded,
     expand_slots,
     iter_records,
+    jit_decoders,
     new_events,
     unwrap_counter,
 )
@@ -45,7 +48,25 @@ class Evt2State:
 
 
 def decode_words(w: np.ndarray, st: Evt2State, report: DropReport) -> np.ndarray:
-    """Decode one block of EVT 2.0 words (``<u4``) into events, updating ``st``."""
+    """Decode one block of EVT 2.0 words (``<u4``) into events, updating ``st`` (compiled decoder
+    when available, else :func:`decode_words_numpy`)."""
+    jit = jit_decoders()
+    if jit is None or len(w) == 0:
+        return decode_words_numpy(w, st, report)
+    ev = new_events(len(w))
+    s = np.array([-1 if st.th_raw is None else st.th_raw, st.th_full, st.wraps], dtype=np.int64)
+    c = np.zeros(jit.N_COUNTERS, dtype=np.int64)
+    n = jit.evt2_decode(w, s, c, ev["x"], ev["y"], ev["t"], ev["p"])
+    th_raw, st.th_full, st.wraps = s.tolist()
+    st.th_raw = None if th_raw < 0 else th_raw
+    report.note(TRIGGERS, int(c[jit.C_TRIGGERS]))
+    report.note(OTHER_RECORDS, int(c[jit.C_OTHER]))
+    drop_decoded(report, MISSING_STATE, int(c[jit.C_MISSING]))
+    return ev if n == len(ev) else ev[:n]
+
+
+def decode_words_numpy(w: np.ndarray, st: Evt2State, report: DropReport) -> np.ndarray:
+    """Decode one block of EVT 2.0 words (``<u4``) into events, updating ``st``: vectorised."""
     n = len(w)
     if n == 0:
         return new_events(0)

@@ -31,12 +31,14 @@ drops or clamps them.
 Events met before the decoder knows their row, time base or vector base (a stream cut in the
 middle) are dropped as ``missing_state``.
 
-Decoding is vectorised, no per-word Python loop: the state words (Y, TIME_LOW, TIME_HIGH,
-VECT_BASE_X) are forward-filled along the stream by indexing their values with cumulative counts
-(``np.cumsum`` of each word type), each event word finds the last state word before it from its
-position (every earlier word is an event, state or other word), and vectors are expanded with
-popcount / bit-position lookup tables. The state carries over from one block of words to the
-next, so streaming in blocks gives exactly the whole-file result.
+Decoding: by default a compiled (numba) state machine, one pass over the words
+(:mod:`.decode_jit`); without numba (or with ``NEURODEPLOY_JIT=0``) a vectorised numpy decoder
+with the same output and counts, no per-word Python loop: the state words (Y, TIME_LOW,
+TIME_HIGH, VECT_BASE_X) are forward-filled along the stream by indexing their values with
+cumulative counts (``np.cumsum`` of each word type), each event word finds the last state word
+before it from its position (every earlier word is an event, state or other word), and vectors
+are expanded with popcount / bit-position lookup tables. Either way the state carries over from
+one block of words to the next, so streaming in blocks gives exactly the whole-file result.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ from ._base import (
     drop_decoded,
     expand_slots,
     iter_records,
+    jit_decoders,
     new_events,
     unwrap_counter,
 )
@@ -84,6 +87,19 @@ class Evt3State:
             return -1
         return (self.thigh_full << 12) | self.tlow
 
+    _SLOTS = ("y", "tlow", "thigh_raw", "thigh_full", "wraps", "base_x", "base_p", "t_last_tl")
+
+    def to_array(self) -> np.ndarray:
+        """The state as the compiled decoder's int64 array (``thigh_raw`` None: -1)."""
+        vals = [getattr(self, name) for name in self._SLOTS]
+        return np.array([-1 if v is None else v for v in vals], dtype=np.int64)
+
+    def set_from(self, arr: np.ndarray) -> None:
+        for name, v in zip(self._SLOTS, arr.tolist(), strict=True):
+            setattr(self, name, v)
+        if self.thigh_raw < 0:
+            self.thigh_raw = None
+
 
 def _ffill_values(mask: np.ndarray, values: np.ndarray, carried: int) -> np.ndarray:
     """Forward fill: at each position, the value of the last True of ``mask`` at or before it
@@ -104,7 +120,32 @@ def _gather(values: np.ndarray, idx: np.ndarray, carried: int) -> np.ndarray:
 
 
 def decode_words(w: np.ndarray, st: Evt3State, report: DropReport) -> np.ndarray:
-    """Decode one block of EVT 3.0 words into events, updating ``st``."""
+    """Decode one block of EVT 3.0 words into events, updating ``st`` (compiled decoder when
+    available, else :func:`decode_words_numpy`)."""
+    jit = jit_decoders()
+    if jit is None:
+        return decode_words_numpy(w, st, report)
+    return decode_words_jit(w, st, report, jit)
+
+
+def decode_words_jit(w: np.ndarray, st: Evt3State, report: DropReport, jit) -> np.ndarray:
+    """:func:`decode_words` with the compiled kernels of :mod:`.decode_jit` (module ``jit``)."""
+    if len(w) == 0:
+        return new_events(0)
+    ev = new_events(jit.evt3_max_events(w))
+    s = st.to_array()
+    c = np.zeros(jit.N_COUNTERS, dtype=np.int64)
+    n = jit.evt3_decode(w, s, c, ev["x"], ev["y"], ev["t"], ev["p"])
+    st.set_from(s)
+    report.note(TRIGGERS, int(c[jit.C_TRIGGERS]))
+    report.note(OTHER_RECORDS, int(c[jit.C_OTHER]))
+    report.note(EVT3_TIME_LOW_BACKSTEPS, int(c[jit.C_BACKSTEPS]))
+    drop_decoded(report, MISSING_STATE, int(c[jit.C_MISSING]))
+    return ev if n == len(ev) else ev[:n]
+
+
+def decode_words_numpy(w: np.ndarray, st: Evt3State, report: DropReport) -> np.ndarray:
+    """Decode one block of EVT 3.0 words into events, updating ``st``: vectorised numpy."""
     n = len(w)
     if n == 0:
         return new_events(0)

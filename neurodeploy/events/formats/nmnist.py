@@ -11,6 +11,8 @@ when a timestamp does not fit 23 bits, so longer recordings round-trip.
 
 Origin: top-left, as stored. Geometry: no header; a user-given size, else 34x34 (N-MNIST) when
 every coordinate fits, else the largest coordinate + 1 (N-Caltech101 images vary in size).
+Decoding: a compiled (numba) loop (:mod:`.decode_jit`), or without numba (``NEURODEPLOY_JIT=0``)
+vectorised numpy, same output.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from ..types import OVERFLOW_MARKERS, DropReport
-from ._base import FormatStream, check_sorted_time, iter_records, new_events
+from ._base import FormatStream, check_sorted_time, iter_records, jit_decoders, new_events
 
 MARKER_Y = 240
 OVERFLOW_US = 1 << 13
@@ -32,34 +34,59 @@ class NmnistStream(FormatStream):
     name = "nmnist"
 
     def events(self, report: DropReport) -> Iterator[np.ndarray]:
-        n_markers = 0
-        for rec in iter_records(self.path, 0, 5, self.chunk_events, report):
-            n = len(rec)
-            # bytes 1..4 of each record as one big-endian word: y(8) | p(1) | timestamp(23)
-            word = np.ndarray((n,), dtype=">u4", buffer=rec, offset=1, strides=(5,))
-            word = word.astype(np.uint32)
-            t = (word & 0x7FFFFF).astype(np.int64)
-            y = word >> 24
-            x = rec[:, 0]
-            marker = y == MARKER_Y
-            if n_markers or marker.any():
-                t += (np.cumsum(marker) + n_markers) * OVERFLOW_US
-                n_new = int(np.count_nonzero(marker))
-                report.note(OVERFLOW_MARKERS, n_new)
-                n_markers += n_new
-                keep = ~marker
-                word, t, y, x = word[keep], t[keep], y[keep], x[keep]
-            ev = new_events(len(t))
-            ev["x"] = x
-            ev["y"] = y
-            ev["t"] = t
-            ev["p"] = (word >> 23) & 1
-            yield ev
+        jit = jit_decoders()
+        blocks = iter_records(self.path, 0, 5, self.chunk_events, report)
+        if jit is None:
+            yield from decode_blocks_numpy(blocks, report)
+        else:
+            yield from decode_blocks_jit(blocks, report, jit)
 
     def default_size(self, max_x: int, max_y: int):
         if max_x < NMNIST_SIZE[0] and max_y < NMNIST_SIZE[1]:
             return NMNIST_SIZE, "format"
         return super().default_size(max_x, max_y)
+
+
+def decode_blocks_jit(
+    blocks: Iterator[np.ndarray], report: DropReport, jit
+) -> Iterator[np.ndarray]:
+    """Decode blocks of 5-byte records with the compiled decoder of :mod:`.decode_jit`."""
+    c = np.zeros(jit.N_COUNTERS, dtype=np.int64)
+    for rec in blocks:
+        ev = new_events(len(rec))
+        before = int(c[jit.C_MARKERS])
+        n = jit.nmnist_decode(rec, MARKER_Y, OVERFLOW_US, c, ev["x"], ev["y"], ev["t"], ev["p"])
+        report.note(OVERFLOW_MARKERS, int(c[jit.C_MARKERS]) - before)
+        yield ev if n == len(ev) else ev[:n]
+
+
+def decode_blocks_numpy(
+    blocks: Iterator[np.ndarray], report: DropReport
+) -> Iterator[np.ndarray]:
+    """Decode blocks of 5-byte records (uint8 ``[n, 5]``), vectorised numpy."""
+    n_markers = 0
+    for rec in blocks:
+        n = len(rec)
+        # bytes 1..4 of each record as one big-endian word: y(8) | p(1) | timestamp(23)
+        word = np.ndarray((n,), dtype=">u4", buffer=rec, offset=1, strides=(5,))
+        word = word.astype(np.uint32)
+        t = (word & 0x7FFFFF).astype(np.int64)
+        y = word >> 24
+        x = rec[:, 0]
+        marker = y == MARKER_Y
+        if n_markers or marker.any():
+            t += (np.cumsum(marker) + n_markers) * OVERFLOW_US
+            n_new = int(np.count_nonzero(marker))
+            report.note(OVERFLOW_MARKERS, n_new)
+            n_markers += n_new
+            keep = ~marker
+            word, t, y, x = word[keep], t[keep], y[keep], x[keep]
+        ev = new_events(len(t))
+        ev["x"] = x
+        ev["y"] = y
+        ev["t"] = t
+        ev["p"] = (word >> 23) & 1
+        yield ev
 
 
 def encode(ev: np.ndarray) -> bytes:
