@@ -1,4 +1,4 @@
-"""Command line: ``neurodeploy compile | inspect | run``.
+"""Command line: ``neurodeploy compile | inspect | run | eval | energy | export``.
 
 User errors (bad files, unsupported layers, values out of range) print one line and exit 2;
 anything else is a bug and keeps its traceback.
@@ -46,12 +46,15 @@ Examples:
   neurodeploy compile graph.nir --dt 1e-4 --time-steps 100 -o graph.ndp
 
   neurodeploy compile cnn.onnx --convert --calibrate train.npz --time-steps 64 -o cnn.ndp
+
+  neurodeploy compile ckpt.pth --arch dsr-preact-resnet18 --arch-kwargs neuron=lif,alpha=0.5
 """
 
 
 @app.command("compile", epilog=COMPILE_EXAMPLES)
 def compile_cmd(
-    model: Annotated[Path, typer.Argument(help="model.pt (neurodeploy.save checkpoint) or .nir")],
+    model: Annotated[Path, typer.Argument(
+        help="model.pt (neurodeploy.save checkpoint), an official checkpoint (--arch) or .nir")],
     output: Annotated[Path, typer.Option("-o", "--output", help="compiled .ndp to write")] = Path(
         "model.ndp"),
     target: Annotated[str, typer.Option(help="target name from targets/ or a .toml path")] = (
@@ -63,6 +66,13 @@ def compile_cmd(
                   ] = None,
     trust_pickle: Annotated[bool, typer.Option(
         "--trust-pickle", help="allow loading a whole pickled nn.Module (runs its code)")] = False,
+    arch: Annotated[str | None, typer.Option(
+        help="architecture of a checkpoint written by a method's official code (e.g. "
+             "dsr-preact-resnet18, dsr-vgg11, ltl-vgg11, spide-f, lee-vgg9) or a plain "
+             "state_dict of a registered architecture")] = None,
+    arch_kwargs: Annotated[list[str] | None, typer.Option(
+        "--arch-kwargs", help="with --arch: what the checkpoint does not store, as JSON "
+        "'{\"neuron\": \"lif\"}' or key=value pairs (comma-separated or repeated)")] = None,
     calibrate: Annotated[Path | None, typer.Option(
         help="calibration data: .npz with x [N, T, *shape], or a folder of recordings "
              "(a few hundred samples are used)")
@@ -73,12 +83,22 @@ def compile_cmd(
     convert: Annotated[bool | None, typer.Option(
         "--convert/--no-convert", help="convert a ReLU ANN (.onnx, .pt2, TorchScript .pt) to "
         "IF neurons; --calibrate then balances thresholds [default: for .onnx/.pt2]")] = None,
+    align: Annotated[bool, typer.Option(
+        "--align/--no-align", help="pipeline alignment: on Loihi/Lava every synapse layer delays "
+        "by one step, so a neuron d layers deep sees the input from step d on; align pre-charges "
+        "biases (or feeds them from clock neurons) and adds relay neurons to shorter residual "
+        "branches, so the deployed network reproduces the trained one")] = True,
+    per_channel: Annotated[bool | None, typer.Option(
+        "--per-channel/--per-layer", help="one scale per output channel (per-neuron thresholds)"
+        " or one per layer [default: per channel where the target allows per-neuron "
+        "thresholds]")] = None,
 ):
     """Export to NIR, lower, quantize to Loihi fixed point and write one .ndp artifact."""
     from . import artifact
     from .compiler import compile_file
 
-    shape = tuple(int(s) for s in input_shape.split(",")) if input_shape else None
+    shape = parse_shape(input_shape) if input_shape else None
+    kw = parse_arch_kwargs(arch_kwargs or [])
     ann = model.suffix.lower() in (".onnx", ".pt2")
     if convert is False and ann:
         raise InputFileError(f"{model}: an ANN; compile it with --convert")
@@ -86,17 +106,24 @@ def compile_cmd(
         from .compiler import compile_graph, load_source
 
         graph, info = load_source(model, trust_pickle, shape, time_steps, dt, convert=True,
-                                  calibration=calibrate)
+                                  calibration=calibrate, arch=arch, arch_kwargs=kw)
         cm = compile_graph(graph, target, source=info, time_steps=info["time_steps"],
-                           observer=observer.value if observer else None)
+                           observer=observer.value if observer else None,
+                           per_channel=per_channel, align=align)
     else:
         cm = compile_file(model, target, trust_pickle, shape, time_steps, dt,
                           calibration=calibrate, observer=observer.value if observer else None,
-                          log=lambda line: err.print(f"calibration: {line}", highlight=False))
+                          log=lambda line: err.print(f"calibration: {line}", highlight=False),
+                          arch=arch, arch_kwargs=kw,
+                          per_channel=per_channel, align=align)
     artifact.save(cm, output)
     q = cm.meta["quantization"]["layers"]
     out.print(f"compiled {model} -> {output} (target {cm.meta['target']}, "
               f"{len(q)} neuron layers, pipeline depth {cm.meta['pipeline_depth']})")
+    out.print(alignment_text(cm.meta))
+    if arch and not shape:
+        out.print(f"input shape {','.join(map(str, cm.meta['input_shape']))} from {arch}'s "
+                  "defaults (--input-shape to change)")
     _quant_table(cm.meta)
     cal = cm.meta["quantization"].get("calibration")
     if cal:
@@ -110,9 +137,91 @@ def compile_cmd(
                                                cm.meta["saturated_layers"].items()))
 
 
+def alignment_text(meta: dict) -> str:
+    """One line on pipeline alignment: off, or what it added (``meta["alignment"]``)."""
+    if not meta.get("aligned"):
+        return (f"pipeline alignment: off (biases act during the first {meta['pipeline_depth']}"
+                " steps, residual branches of unequal depth meet out of phase)")
+    a = meta.get("alignment") or {}
+    text = (f"pipeline alignment: on; added {a.get('relay_neurons', 0)} relay neurons "
+            f"({a.get('relay_layers', 0)} layers) and {a.get('clock_neurons', 0)} clock neurons "
+            f"({a.get('clock_layers', 0)} layers, feeding {a.get('clocked_bias_layers', 0)} "
+            f"biases); {a.get('precharged_neurons', 0)} neurons pre-charged")
+    if a.get("skipped_layers"):
+        text += "; not aligned: " + ", ".join(map(str, a["skipped_layers"]))
+    return text
+
+
+def _scale_text(ly: dict) -> str:
+    """The layer scale; with per-channel scales also their range, ``lambda [min..max]``."""
+    lo, hi = ly.get("channel_scale_min"), ly.get("channel_scale_max")
+    if ly.get("per_channel") and lo is not None and hi is not None and lo != hi:
+        return f"{ly['scale']:.4g} [{lo:.4g}..{hi:.4g}]"
+    return f"{ly['scale']:.4g}"
+
+
+def _node_scale(q: dict) -> str:
+    """A node's scale, and the range of its channel scales where they differ."""
+    c = np.asarray(q.get("channel_scale", q["scale"]), float)
+    if c.size and c.min() != c.max():
+        return f"{q['scale']:.4g} (channels {c.min():.4g}..{c.max():.4g})"
+    return f"{q['scale']:.4g}"
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    """``'2,34,34'`` -> ``(2, 34, 34)``."""
+    try:
+        shape = tuple(int(s) for s in text.split(","))
+    except ValueError:
+        raise NeurodeployError(f"--input-shape {text!r}: expected integers, e.g. 2,34,34"
+                               ) from None
+    if not shape or min(shape) <= 0:
+        raise NeurodeployError(f"--input-shape {text!r}: sizes must be positive")
+    return shape
+
+
+def parse_arch_kwargs(items: list[str]) -> dict:
+    """``--arch-kwargs`` values: JSON objects or ``key=value`` pairs (comma-separated outside
+    brackets); values are read as JSON where possible (``size=48``, ``blocks=[1,1]``), else
+    kept as strings (``neuron=lif``)."""
+    kw: dict = {}
+    for item in items:
+        text = item.strip()
+        if text.startswith("{"):
+            try:
+                obj = json.loads(text)
+            except json.JSONDecodeError as e:
+                raise NeurodeployError(f"--arch-kwargs {text!r}: not valid JSON ({e})") from None
+            if not isinstance(obj, dict):
+                raise NeurodeployError(f"--arch-kwargs {text!r}: expected a JSON object")
+            kw.update(obj)
+            continue
+        parts, depth, cur = [], 0, ""
+        for ch in text:
+            depth += (ch in "[{(") - (ch in "]})")
+            if ch == "," and depth == 0:
+                parts.append(cur)
+                cur = ""
+            else:
+                cur += ch
+        parts.append(cur)
+        for part in filter(str.strip, parts):
+            key, eq, value = part.partition("=")
+            if not eq or not key.strip():
+                raise NeurodeployError(f"--arch-kwargs {part!r}: expected key=value or a JSON "
+                                       "object")
+            try:
+                kw[key.strip()] = json.loads(value.strip())
+            except json.JSONDecodeError:
+                kw[key.strip()] = value.strip()
+    return kw
+
+
 def _quant_table(meta: dict) -> None:
-    t = Table(title="quantization")
-    layers = meta["quantization"]["layers"]
+    q = meta["quantization"]
+    t = Table(title="quantization, scales per output channel" if q.get("per_channel")
+              else "quantization")
+    layers = q["layers"]
     rates = any(ly.get("rate_error") is not None for ly in layers)
     for c in ("layer", "synapses", "observer", "scale", "vth", "dv", "du", "weights",
               "saturated", "max |err|") + (("rate err",) if rates else ()):
@@ -121,7 +230,7 @@ def _quant_table(meta: dict) -> None:
         obs = ly.get("observer", "minmax")
         if ly.get("vth_factor", 1.0) != 1.0:
             obs += f" vth*{ly['vth_factor']:.3f}"
-        t.add_row(ly["neuron"], ",".join(ly["synapses"]), obs, f"{ly['scale']:.4g}",
+        t.add_row(ly["neuron"], ",".join(ly["synapses"]), obs, _scale_text(ly),
                   str(ly["vth"]), str(ly["dv"]), str(ly["du"]), str(ly["n_weights"]),
                   str(ly["n_saturated"]), f"{ly['max_abs_weight_error']:.2e}",
                   *((f"{ly['rate_error']:.4f}" if ly.get("rate_error") is not None else "-",)
@@ -137,6 +246,7 @@ def inspect(
     """Show layers, shapes, bit widths and every scale recorded in a compiled model."""
     from . import artifact
     from .graph import evaluation_order
+    from .passes.align_pipeline import added_by_alignment
 
     cm = artifact.load(model)
     if as_json:
@@ -149,6 +259,7 @@ def inspect(
               f"{m['source'].get('sha256', '')[:12]}...)")
     out.print(f"target: {m['target']}; input {tuple(m['input_shape'])} x {m['time_steps']} steps;"
               f" dt {m['dt']}; readout {m['readout']}; pipeline depth {m['pipeline_depth']}")
+    out.print(alignment_text(m))
     f = m["numerics"]
     out.print(f"numerics: {f['weight_bits']}-bit weights, {f['state_bits']}-bit u/v, "
               f"{f['decay_bits']}-bit decays, {f['vth_bits']}-bit threshold")
@@ -163,13 +274,15 @@ def inspect(
         if "weight_mant" in q:
             w = np.asarray(q["weight_mant"])
             desc = (f"w {tuple(w.shape)} in [{w.min()}, {w.max()}], exp {q['weight_exp']}, "
-                    f"scale {q['scale']:.4g}")
+                    f"scale {_node_scale(q)}")
         elif "vth" in q:
             desc = (f"vth {int(np.max(q['vth']))}, du {q['du']}, dv {q['dv']}, bias_exp "
-                    f"{q['bias_exp']}, reset {q['reset']}, scale {q['scale']:.4g}")
+                    f"{q['bias_exp']}, reset {q['reset']}, scale {_node_scale(q)}")
         else:
             desc = ""
-        t.add_row(name, type(node).__name__, str(shape), desc)
+        role = added_by_alignment(node)
+        kind = type(node).__name__ + (f" ({role}, alignment)" if role else "")
+        t.add_row(name, kind, str(shape), desc)
     out.print(t)
     _quant_table(m)
 
@@ -344,9 +457,11 @@ def _run_frames(cm, model: Path, input: Path, backend: str, samples, compare: bo
 
 from .commands import energy as _energy  # noqa: E402
 from .commands import eval as _eval  # noqa: E402
+from .commands import export as _export  # noqa: E402
 
 _eval.register(app)
 _energy.register(app)
+_export.register(app)
 
 
 def main(argv: list[str] | None = None) -> int:

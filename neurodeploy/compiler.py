@@ -14,6 +14,15 @@ from .engine.fixed_engine import pipeline_depth
 from .errors import InputFileError, QuantizationError
 from .graph import input_names, validate
 from .passes import lower_for_hardware
+from .passes.align_pipeline import (
+    align_for_pipeline,
+    alignment_summary,
+    clock_scales,
+    data_depth,
+    is_aligned,
+    settle_precharge,
+    training_timing,
+)
 from .quantize import LoihiFormat, quantize_graph
 from .targets import load_target
 
@@ -22,7 +31,8 @@ ANN_SUFFIXES = (".onnx", ".pt2")
 
 def load_source(path: str | Path, trust_pickle: bool = False, input_shape=None,
                 time_steps: int | None = None, dt: float | None = None, *,
-                convert: bool | None = None, calibration=None, percentile: float = 99.9):
+                convert: bool | None = None, calibration=None, percentile: float = 99.9,
+                arch: str | None = None, arch_kwargs: dict | None = None):
     """Read any supported model file; returns ``(graph, info)``.
 
     ``.nir`` graphs, ``.net`` lava-dl netx networks and neurodeploy checkpoints are SNNs.
@@ -32,13 +42,21 @@ def load_source(path: str | Path, trust_pickle: bool = False, input_shape=None,
     TorchScript. ``calibration`` (array or ``.npz`` with ``x``: ANN inputs ``[N, *shape]`` or
     event counts ``[N, T, *shape]``) sets the thresholds from the ``percentile`` of each layer's
     activations; without it they come from weight bounds (safe, slower to fire).
+    ``arch``/``arch_kwargs``: the checkpoint was written by a method's official code (see
+    :func:`neurodeploy.checkpoint.load_checkpoint`).
     """
     path = Path(path)
     if not path.is_file():
         raise InputFileError(f"{path}: no such file")
     suffix = path.suffix.lower()
+    if arch is None and arch_kwargs:
+        raise InputFileError("--arch-kwargs needs --arch")
+    if arch is not None and (suffix in ANN_SUFFIXES + (".nir", ".net") or convert):
+        raise InputFileError(f"{path}: --arch applies to PyTorch checkpoints of spiking "
+                             "networks, not to .nir/.net graphs or ANNs to convert")
     info = {"path": str(path), "sha256": sha256(path), "kind": suffix.lstrip(".")}
-    torchscript = suffix in (".pt", ".pth") and convert is not False and _is_torchscript(path)
+    torchscript = (suffix in (".pt", ".pth") and convert is not False and arch is None
+                   and _is_torchscript(path))
     if suffix in ANN_SUFFIXES or torchscript or (convert and suffix in (".pt", ".pth")):
         if convert is False:
             raise InputFileError(f"{path}: {suffix} models are ANNs; compile them with "
@@ -69,16 +87,19 @@ def load_source(path: str | Path, trust_pickle: bool = False, input_shape=None,
                                  "(e.g. --dt 1e-4 for graphs exported by Norse)")
         info.update(input_shape=list(shape), time_steps=time_steps)
         return graph, info
-    if suffix in (".pt", ".pth", ".ckpt", ".tar"):
+    if suffix in (".pt", ".pth", ".ckpt", ".tar") or arch is not None:
         from .checkpoint import load_checkpoint
         from .frontends.torch import torch_to_nir
 
-        model, ck = load_checkpoint(path, trust_pickle=trust_pickle)
+        model, ck = load_checkpoint(path, trust_pickle=trust_pickle, arch=arch,
+                                    arch_kwargs=arch_kwargs, input_shape=input_shape)
         shape = input_shape or ck.get("input_shape")
         if not shape:
-            raise InputFileError(f"{path}: checkpoint has no input shape; pass --input-shape")
+            hint = f" (arch {arch} has no default)" if arch else ""
+            raise InputFileError(f"{path}: checkpoint has no input shape{hint}; pass "
+                                 "--input-shape C,H,W")
         graph = torch_to_nir(model.double(), tuple(shape))
-        info.update(arch=ck.get("arch"), input_shape=list(shape),
+        info.update(arch=ck.get("arch"), input_shape=[int(s) for s in shape],
                     time_steps=time_steps or ck.get("time_steps"),
                     input_encoding=dict(ck.get("extra", {}).get("input_encoding", {})))
         return graph, info
@@ -121,7 +142,8 @@ def _convert_ann(path: Path, info: dict, trust_pickle: bool, input_shape, time_s
 def compile_graph(graph: nir.NIRGraph, target: str = "loihi-sim", source: dict | None = None,
                   time_steps: int | None = None, scales: dict | None = None, *,
                   calibration: np.ndarray | None = None, observer: str | None = None,
-                  calibration_samples: int = 256, log=None) -> CompiledModel:
+                  calibration_samples: int = 256, log=None,
+                  per_channel: bool | None = None, align: bool = True) -> CompiledModel:
     """Lower and quantize ``graph`` for ``target``; returns the artifact in memory.
 
     ``observer``: ``"minmax"`` (default without calibration data), ``"percentile"`` or
@@ -129,18 +151,39 @@ def compile_graph(graph: nir.NIRGraph, target: str = "loihi-sim", source: dict |
     event counts; at most ``calibration_samples`` evenly spaced samples are used. With
     calibration data every layer's firing-rate error against the float model is recorded,
     whichever observer chose the scales. ``scales`` overrides the scale of named neuron layers
-    (not combinable with ``"search"``). ``log`` receives progress lines.
+    (with ``"search"`` they stay fixed and the search chooses the others). ``log`` receives
+    progress lines. ``align``: rewrite the lowered graph for the hardware's one-step delay per
+    synapse layer (:func:`~neurodeploy.passes.align_for_pipeline`: relays, bias pre-charge and
+    clocks), so that from step ``pipeline_depth`` on every neuron does what it did in training;
+    meta ``aligned`` and ``alignment`` say what was added (an already aligned graph is always
+    compiled as one). Calibration and the recorded rate errors use the training-time view of
+    the aligned graph (no delays). ``per_channel``: one
+    scale per output channel (``True``) or per layer (``False``); ``None`` takes the target's
+    default (per channel where its thresholds may differ per neuron, ``per_neuron_vth``),
+    except that given ``scales`` are then applied as they are, per layer.
     """
     from .quantize.calibrate import calibrate, float_spikes, rate_errors, subsample
 
     tgt = load_target(target)
     validate(graph)
     lowered = lower_for_hardware(graph)
+    aligned = bool(align or is_aligned(lowered))
+    if aligned:
+        lowered = align_for_pipeline(lowered)
     fmt = LoihiFormat.from_target(tgt)
     source = dict(source or {})
     shape = source.get("input_shape") or [
         int(s) for s in graph.nodes[input_names(graph)[0]].output_type["output"]]
     observer = observer or ("search" if calibration is not None else "minmax")
+    allowed = bool(getattr(tgt.numerics, "per_neuron_vth", 0))
+    if per_channel is None:
+        per_channel = allowed and not scales
+    if per_channel and not allowed:
+        raise QuantizationError(f"target {tgt.name!r} has one threshold per layer "
+                                "(per_neuron_vth = 0): per-channel scales need per-neuron "
+                                "thresholds; compile per layer (--per-layer)")
+    if aligned:  # after the per-channel default, which looks at the caller's scales only
+        scales = {**clock_scales(lowered), **(scales or {})}
     if calibration is not None:
         calibration = np.asarray(calibration)
         if calibration.ndim < 2 or tuple(calibration.shape[2:]) != tuple(int(s) for s in shape):
@@ -151,21 +194,28 @@ def compile_graph(graph: nir.NIRGraph, target: str = "loihi-sim", source: dict |
         if calibration is None:
             raise QuantizationError("observer 'search' needs calibration data (compile "
                                     "--calibrate FILE.npz, or calibration=[T, B, ...] counts)")
-        if scales:
-            raise QuantizationError("scales and observer 'search' exclude each other: the search "
-                                    "chooses the scales")
-        cal = calibrate(lowered, calibration, fmt, max_samples=calibration_samples, log=log)
-        qgraph, report = cal.quantize(lowered, fmt)
+        cal = calibrate(training_timing(lowered), calibration, fmt,
+                        max_samples=calibration_samples, log=log, per_channel=per_channel,
+                        fixed=scales)
     else:
-        qgraph, report = quantize_graph(lowered, fmt, scales=scales, observer=observer)
-        if calibration is not None:
-            xs = subsample(calibration, calibration_samples)
-            errs = rate_errors(qgraph, xs, float_spikes(lowered, xs))
-            for ly in report.layers:
-                ly.rate_error = errs[ly.neuron]
-            report.calibration = {"observer": observer, "samples": int(xs.shape[1]),
-                                  "time_steps": int(xs.shape[0]),
-                                  "objective": float(sum(errs.values())), "rate_errors": errs}
+        cal = None
+
+    def quantize(g):
+        if cal is not None:
+            return cal.quantize(g, fmt)
+        return quantize_graph(g, fmt, scales=scales, observer=observer, per_channel=per_channel)
+
+    qgraph, report = quantize(lowered)
+    if aligned:
+        qgraph = settle_precharge(qgraph, quantize(training_timing(lowered))[0])
+    if cal is None and calibration is not None:
+        xs = subsample(calibration, calibration_samples)
+        errs = rate_errors(training_timing(qgraph), xs, float_spikes(training_timing(lowered), xs))
+        for ly in report.layers:
+            ly.rate_error = errs[ly.neuron]
+        report.calibration = {"observer": observer, "samples": int(xs.shape[1]),
+                              "time_steps": int(xs.shape[0]),
+                              "objective": float(sum(errs.values())), "rate_errors": errs}
     meta = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "compiler": f"neurodeploy {__version__}",
@@ -177,20 +227,28 @@ def compile_graph(graph: nir.NIRGraph, target: str = "loihi-sim", source: dict |
         "dt": float(graph.metadata.get("dt", 1.0)),
         "readout": "spike_count_argmax",
         "input_encoding": dict(source.get("input_encoding") or {}),
-        "pipeline_depth": pipeline_depth(qgraph),
+        "pipeline_depth": data_depth(qgraph) if aligned else pipeline_depth(qgraph),
+        "aligned": aligned,
         "quantization": report.as_dict(),
         "saturated_weights": int(sum(x.n_saturated for x in report.layers)),
         "saturated_layers": report.saturated_layers,
     }
+    if aligned:
+        meta["alignment"] = alignment_summary(qgraph)
     return CompiledModel(graph=qgraph, meta=meta)
 
 
 def compile_file(path, target="loihi-sim", trust_pickle=False, input_shape=None, time_steps=None,
                  dt=None, *, calibration=None, observer=None, calibration_samples=256,
-                 log=None) -> CompiledModel:
+                 arch: str | None = None, arch_kwargs: dict | None = None,
+                 log=None, per_channel: bool | None = None, align: bool = True
+                 ) -> CompiledModel:
     """:func:`load_source` then :func:`compile_graph`; ``calibration`` may be an array or the
-    path of an ``.npz`` with ``x`` ``[N, T, *shape]`` (as ``neurodeploy run --input`` reads)."""
-    graph, info = load_source(path, trust_pickle, input_shape, time_steps, dt)
+    path of an ``.npz`` with ``x`` ``[N, T, *shape]`` (as ``neurodeploy run --input`` reads);
+    ``arch``/``arch_kwargs`` as in :func:`load_source`; ``align`` as in :func:`compile_graph`.
+    """
+    graph, info = load_source(path, trust_pickle, input_shape, time_steps, dt, arch=arch,
+                              arch_kwargs=arch_kwargs)
     if calibration is not None and not isinstance(calibration, np.ndarray):
         if Path(calibration).is_dir():
             calibration = recordings_as_calibration(calibration, info, calibration_samples)
@@ -200,7 +258,8 @@ def compile_file(path, target="loihi-sim", trust_pickle=False, input_shape=None,
             calibration = load_calibration(calibration)
     return compile_graph(graph, target, source=info, time_steps=info.get("time_steps"),
                          calibration=calibration, observer=observer,
-                         calibration_samples=calibration_samples, log=log)
+                         calibration_samples=calibration_samples, log=log,
+                         per_channel=per_channel, align=align)
 
 
 def recordings_as_calibration(folder, info: dict, max_samples: int) -> np.ndarray:

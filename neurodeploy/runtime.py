@@ -2,7 +2,9 @@
 
 Both fixed-point backends (native engine, Lava) follow Lava's timing: they run ``T + depth``
 steps and the readout counts output spikes over steps ``depth .. T + depth - 1`` (docs/timing.md).
-The float reference runs the same graph with float parameters and no pipeline delay.
+The float reference runs the same graph with float parameters and no pipeline delay; for a
+pipeline-aligned model it starts from the trained membranes (``passes.training_timing``: relays
+and clocks are transparent without delays), so it computes what the trained model computes.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import numpy as np
 from .artifact import CompiledModel
 from .engine import simulate_fixed, simulate_float
 from .errors import NeurodeployError
+from .passes.align_pipeline import training_timing
 
 BACKENDS = ("native", "lava", "float")
 
@@ -49,7 +52,7 @@ def run(model: CompiledModel, x: np.ndarray, backend: str = "native") -> RunResu
                                f"{want}")
     src = _output_source(model.graph)
     if backend == "float":
-        res = simulate_float(model.graph, x)
+        res = simulate_float(training_timing(model.graph), x)
         return RunResult(backend, res.activity[src].sum(0).reshape(x.shape[1], -1), res.activity)
     depth = int(model.meta.get("pipeline_depth", 0))
     xp = np.concatenate([x, np.zeros((depth, *x.shape[1:]), dtype=x.dtype)]).astype(np.int64)

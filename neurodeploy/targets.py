@@ -89,6 +89,7 @@ class Numerics:
     bias_exp_max: int  # largest bias exponent
     act_shift: int  # synaptic input is added as a_in << act_shift
     max_delay_steps: int | None = None  # largest synaptic delay, if delays are supported
+    per_neuron_vth: int = 0  # 1: thresholds may differ between neurons of a layer, else 0
 
 
 @dataclass(frozen=True)
@@ -151,6 +152,8 @@ _SECTIONS: dict[str, type] = {
     "ann": AnnEnergy,
 }
 # limits that must be strictly positive (a zero would make every layer fail to map)
+# yes/no capabilities, written as 0 or 1 (every value is a number with its citation)
+_FLAGS = {"numerics.per_neuron_vth"}
 _POSITIVE = {
     "numerics.weight_bits",
     "numerics.state_bits",
@@ -339,6 +342,8 @@ def _parse_entry(path: Path, key: str, entry: Any, want_int: bool) -> Citation:
         raise TargetError(path, key, f"value must be finite and >= 0, got {value!r}")
     if key in _POSITIVE and value <= 0:
         raise TargetError(path, key, f"value must be > 0, got {value!r}")
+    if key in _FLAGS and value not in (0, 1):
+        raise TargetError(path, key, f"value must be 0 or 1, got {value!r}")
     source, note = entry.get("source", ""), entry.get("note", "")
     for what, text in (("source", source), ("note", note)):
         if not isinstance(text, str):

@@ -38,7 +38,9 @@ def test_compile_inspect_run(ckpt, inputs, tmp_path, capsys):
     assert main(["compile", str(ckpt), "-o", str(out)]) == 0
     cm = artifact.load(out)
     assert cm.meta["source"]["sha256"] and cm.meta["time_steps"] == 8
-    assert {ly["neuron"] for ly in cm.meta["quantization"]["layers"]} == {"1", "3", "6"}
+    layers = {ly["neuron"] for ly in cm.meta["quantization"]["layers"]}
+    assert {n for n in layers if not n.startswith("clock")} == {"1", "3", "6"}
+    assert cm.meta["aligned"] and len(layers) == 3 + cm.meta["alignment"]["clock_layers"]
     assert main(["inspect", str(out)]) == 0
     assert "vth" in capsys.readouterr().out
     assert main(["inspect", str(out), "--json"]) == 0

@@ -6,8 +6,8 @@
   convolution wrapped to 24 bits (Lava's Conv); for both the numpy and the compiled kernels.
 * The engine equals a plain step loop over those definitions on random compiled graphs (dense
   chains, convolutions with random stride/padding/dilation/groups, residual and recurrent
-  layers, IF/LIF/CubaLIF, both reset modes, biases), with and without the synaptic pipeline, at
-  any block size.
+  layers, IF/LIF/CubaLIF, both reset modes, biases, per-layer or per-channel scales), with and
+  without the synaptic pipeline, at any block size.
 * The engine equals Lava 0.10.0 ``fixed_pt`` on spikes and on ``u`` and ``v`` of every neuron
   layer at every step, for over 100 steps (``@pytest.mark.lava``; few examples, ~3 s each).
 """
@@ -186,7 +186,7 @@ def test_conv_kernel_equals_lava_conv(jit, node, rows, density, graded, big, see
 def _neuron(draw, rng, shape):
     kind = draw(st.sampled_from(["IF", "LIF", "CubaLIF"]))
     reset = draw(st.sampled_from(["zero", "subtract"]))
-    per_neuron = reset == "subtract" and draw(st.booleans())
+    per_neuron = draw(st.booleans())
     theta = rng.uniform(0.5, 1.5, shape) if per_neuron else np.full(shape, rng.uniform(0.5, 1.5))
     zeros = np.zeros(shape)
     if kind == "IF":
@@ -268,9 +268,10 @@ def graphs(draw, kind: str):
 
 
 def _compile(graph, draw, rng):
-    """Compile, then (sometimes) give Dense layers a weight exponent and raw 8-bit weights that
+    """Compile with one scale per layer or per output channel (per-neuron thresholds with either
+    reset), then (sometimes) give Dense layers a weight exponent and raw 8-bit weights that
     Lava clips and truncates itself (the compiler never emits these, Lava accepts them)."""
-    g = compile_graph(graph).graph
+    g = compile_graph(graph, per_channel=draw(st.booleans())).graph
     if draw(st.booleans()):
         for node in g.nodes.values():
             if isinstance(node, nir.Affine):

@@ -5,7 +5,9 @@
 (c) ``LIFSubtract`` floating_pt == a float numpy reference;
 (d) ``EventSource`` == ``RingBuffer`` of the same dense data, through graded and binary Dense and
     a grouped Conv;
-(e) stock ``TernaryLIF`` == ``lif_step(vth_lo=...)``, ``TernaryLIFSubtract`` == the references.
+(e) stock ``TernaryLIF`` == ``lif_step(vth_lo=...)``, ``TernaryLIFSubtract`` == the references;
+(f) our ``LIFZero`` (reset to zero, per-neuron ``vth``) == stock ``LIF`` where ``vth`` is uniform,
+    == the references where it differs per neuron.
 
 Timing convention of the references: Lava step ``t = 1..T`` is row ``t - 1``; a Dense sends at
 step ``t`` what it computed from its input at ``t - 1`` (its buffer starts at 0).
@@ -21,7 +23,12 @@ from lava.proc.io.source import RingBuffer
 from lava.proc.lif.process import LIF, TernaryLIF
 
 from neurodeploy import fixedpoint as fp
-from neurodeploy.backends.lava.processes import EventSource, LIFSubtract, TernaryLIFSubtract
+from neurodeploy.backends.lava.processes import (
+    EventSource,
+    LIFSubtract,
+    LIFZero,
+    TernaryLIFSubtract,
+)
 from neurodeploy.backends.lava.run_utils import run_and_record
 from tests.test_fixedpoint import ScalarLIF, scalar_dense, scalar_effective_weights
 
@@ -54,7 +61,7 @@ def run_chain(source, layers, num_steps=T):
         variables[f"v{i}"] = n.v
     final = {}
     for i, n in enumerate(neurons):
-        if isinstance(n, LIFSubtract | TernaryLIFSubtract):
+        if isinstance(n, LIFSubtract | LIFZero | TernaryLIFSubtract):
             final[f"wraps{i}"] = n.n_wrap_u
             final[f"clips{i}"] = n.n_clip_v
     return run_and_record(neurons[-1], num_steps, ports=ports, variables=variables,
@@ -81,7 +88,7 @@ def fixedpoint_chain(inp, layers):
             kw = dict(layer["lif_kw"])
             if "vth_hi" in kw:
                 kw["vth"] = kw.pop("vth_hi")
-            reset = "zero" if layer["cls"] in (LIF, TernaryLIF) else "subtract"
+            reset = "zero" if layer["cls"] in (LIF, LIFZero, TernaryLIF) else "subtract"
             st["u"], st["v"], x = fp.lif_step(st["u"], st["v"], a, reset=reset,
                                               stats=st["stats"], **kw)
             for key, val in ((f"s{i}", x), (f"u{i}", st["u"]), (f"v{i}", st["v"])):
@@ -106,7 +113,7 @@ def scalar_chain(inp, layers):
         refs.append(ScalarLIF(
             n, du=kw.pop("du", 0), dv=kw.pop("dv", 0), vth=np.broadcast_to(vth, (n,)),
             vth_lo=None if vth_lo is None else np.broadcast_to(vth_lo, (n,)),
-            reset="zero" if layer["cls"] in (LIF, TernaryLIF) else "subtract", **per,
+            reset="zero" if layer["cls"] in (LIF, LIFZero, TernaryLIF) else "subtract", **per,
         ))
         dkw = layer.get("dense_kw", {})
         weights.append(scalar_effective_weights(layer["w"], dkw.get("num_weight_bits", 8)))
@@ -348,3 +355,68 @@ def test_ternary_lif_matches_fixedpoint_and_scalar_reference():
         assert (ref[f"s{i}"] == 1).any() and (ref[f"s{i}"] == -1).any()
     # subtractive reset moves v toward 0 by the threshold instead of zeroing it
     assert (ref["v1"][ref["s1"] != 0] != 0).any()
+
+
+# --------------------------------------------------------------------------------------------
+# (f) LIFZero: Lava's LIF with a per-neuron threshold
+# --------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("case", ["mixed", "overflow"])
+def test_lif_zero_equals_stock_lif_with_a_uniform_threshold(case):
+    stock = _stock_cases()[case]
+    ours = [{**layer, "cls": LIFZero} for layer in stock]
+    inp = binary_input(np.random.default_rng(8), stock[0]["w"].shape[1])
+    keys = ["s0", "u0", "v0", "s1", "u1", "v1"]
+    assert_recordings_equal(run_chain(RingBuffer(data=inp.T.copy()), ours, num_steps=50),
+                            run_chain(RingBuffer(data=inp.T.copy()), stock, num_steps=50), keys)
+
+
+def test_lif_zero_per_neuron_threshold_matches_references():
+    rng = np.random.default_rng(12)
+    n_in, n1, n2 = 20, 12, 6
+    layers = [
+        {"w": rng.integers(-300, 300, (n1, n_in)), "cls": LIFZero,
+         "lif_kw": {"du": 300, "dv": 120, "vth": rng.integers(40, 400, n1),
+                    "bias_mant": rng.integers(-30, 30, n1), "bias_exp": rng.integers(0, 4, n1)}},
+        {"w": rng.integers(-100, 256, (n2, n1)), "cls": LIFZero, "dense_kw": {"weight_exp": 2},
+         "lif_kw": {"du": 4095, "dv": 10, "vth": rng.integers(100, 3000, n2),
+                    "bias_mant": 0, "bias_exp": 0}},
+    ]
+    inp = binary_input(rng, n_in)
+    lava = run_chain(EventSource.from_dense(inp.T), layers)
+    keys = ["s0", "u0", "v0", "s1", "u1", "v1", "wraps0", "clips0", "wraps1", "clips1"]
+    ref = scalar_chain(inp, layers)
+    assert_recordings_equal(lava, ref, keys)
+    assert_recordings_equal(lava, fixedpoint_chain(inp, layers), keys)
+    for i, n in ((0, n1), (1, n2)):  # several neurons with different thresholds fire
+        vth = layers[i]["lif_kw"]["vth"]
+        fired = ref[f"s{i}"].sum(0) > 0
+        assert fired.sum() >= 2 and len(set(vth[fired].tolist())) >= 2 and n == len(vth)
+    assert np.all(ref["v0"][ref["s0"] == 1] == 0)  # reset to zero
+
+
+def test_lif_zero_float_matches_numpy_reference():
+    rng = np.random.default_rng(6)
+    n_in, n = 16, 10
+    w = rng.normal(0.0, 1.0, (n, n_in))
+    vth = rng.uniform(0.5, 2.0, n)
+    inp = binary_input(rng, n_in).astype(float)
+    src = RingBuffer(data=inp.T.copy())
+    dense = Dense(weights=w)
+    lif = LIFZero(shape=(n,), du=0.1, dv=0.05, vth=vth)
+    src.s_out.connect(dense.s_in)
+    dense.a_out.connect(lif.a_in)
+    got = run_and_record(lif, T, ports={"s": lif.s_out}, variables={"v": lif.v},
+                         select_tag="floating_pt")
+    u, v, buf, s_ref, v_ref = np.zeros(n), np.zeros(n), np.zeros(n), [], []
+    for t in range(T):
+        a, buf = buf, w[:, inp[t].astype(bool)].sum(axis=1)
+        u = u * 0.9 + a
+        v = v * 0.95 + u
+        s = v > vth
+        v = np.where(s, 0.0, v)
+        s_ref.append(s.astype(float))
+        v_ref.append(v)
+    np.testing.assert_array_equal(got["s"], np.array(s_ref))
+    np.testing.assert_allclose(got["v"], np.array(v_ref), rtol=1e-12, atol=1e-12)
+    assert 0 < np.sum(s_ref) < T * n

@@ -55,7 +55,8 @@ def cuba_net(reset="zero") -> nir.NIRGraph:
 @pytest.fixture(scope="module")
 def compiled():
     """The compiled network, its conv bias moved to netx's resolution (multiples of 64)."""
-    cm = compile_graph(cuba_net(), time_steps=25)
+    # netx: one vth per layer, and no per-neuron initial membranes (pipeline alignment)
+    cm = compile_graph(cuba_net(), time_steps=25, per_channel=False, align=False)
     q = cm.graph.nodes["n1"].metadata["loihi"]
     eff = np.asarray(q["bias_mant"]) * 2 ** int(q["bias_exp"])
     q["bias_mant"], q["bias_exp"] = np.round(eff / 64).astype(np.int64), 6
@@ -64,7 +65,7 @@ def compiled():
 
 def test_bias_below_netx_resolution_is_rounded_with_a_warning(tmp_path):
     with pytest.warns(UserWarning, match="netx biases have 6 fewer fractional bits"):
-        export_netx(compile_graph(cuba_net()), tmp_path / "b.net")
+        export_netx(compile_graph(cuba_net(), per_channel=False), tmp_path / "b.net")
     with h5py.File(tmp_path / "b.net", "r") as f:
         b = f["layer/1/bias"][()]
     assert b.dtype == np.float32 and b.shape == (4,) and np.all(b == np.round(b)) and b[0] > 0
@@ -125,7 +126,8 @@ def test_round_trip_is_bit_exact_in_fixed_point(compiled, tmp_path):
     assert info["time_steps"] == 25 and info["input_shape"] == [2, 8, 8]
     kinds = [type(n).__name__ for n in g.nodes.values()]
     assert kinds.count("IF") == 1 and kinds.count("LIF") == 2 and kinds.count("CubaLIF") == 1
-    again = compile_graph(g, scales={k: 1.0 for k, n in g.nodes.items() if is_neuron(n)})
+    again = compile_graph(g, scales={k: 1.0 for k, n in g.nodes.items() if is_neuron(n)},
+                          align=False)
     x = (R.random((40, 5, 2, 8, 8)) < 0.3).astype(np.int64)
     a = simulate_fixed(compiled.graph, x).output
     b = simulate_fixed(again.graph, x).output
@@ -137,7 +139,7 @@ def test_round_trip_is_bit_exact_in_fixed_point(compiled, tmp_path):
 
 
 def test_reset_by_subtraction_is_refused_or_exported_with_a_warning(tmp_path):
-    cm = compile_graph(cuba_net(reset="subtract"))
+    cm = compile_graph(cuba_net(reset="subtract"), per_channel=False)
     with pytest.raises(NetxExportError, match="resets by subtraction; netx .* resets to zero"):
         export_netx(cm, tmp_path / "s.net")
     assert not (tmp_path / "s.net").exists()
@@ -148,11 +150,18 @@ def test_reset_by_subtraction_is_refused_or_exported_with_a_warning(tmp_path):
     assert read_netx(tmp_path / "s.net").nodes["layer1.neuron"].metadata["reset"] == "zero"
 
 
+def test_per_channel_thresholds_are_refused_with_a_hint(tmp_path):
+    cm = compile_graph(cuba_net())  # loihi-sim default: one scale per output channel
+    with pytest.raises(NetxExportError, match="one threshold per layer: compile with "
+                                              "--per-layer"):
+        export_netx(cm, tmp_path / "c.net")
+
+
 def test_branching_graphs_are_refused(tmp_path):
     from neurodeploy.frontends.torch import torch_to_nir
     from tests.models_for_tests import residual
 
-    cm = compile_graph(torch_to_nir(residual(), (2, 8, 8)))
+    cm = compile_graph(torch_to_nir(residual(), (2, 8, 8)), align=False)
     with pytest.raises(NetxExportError, match="netx layers take one|feeds 2 layers"):
         export_netx(cm, tmp_path / "r.net", allow_reset_change=True)
 

@@ -14,6 +14,7 @@ from neurodeploy.engine import simulate_fixed, simulate_float
 from neurodeploy.exporters import dequantize, export_nir
 from neurodeploy.frontends.nir_file import read_nir
 from neurodeploy.frontends.torch import torch_to_nir
+from neurodeploy.passes import training_timing
 from tests.models_for_tests import spikes
 
 R = np.random.default_rng(0)
@@ -76,7 +77,7 @@ def test_norse_runs_the_exported_conv_network_like_our_float_engine(tmp_path):
     ours = simulate_float(read_nir(tmp_path / "deployed.nir"), x, dt=1.0).output
     assert np.array_equal(_norse_run(tmp_path / "deployed.nir", x, 1.0), ours)
     assert ours.sum() > 100
-    fixed = simulate_fixed(cm.graph, x.astype(np.int64), pipeline=False).output
+    fixed = simulate_fixed(training_timing(cm.graph), x.astype(np.int64), pipeline=False).output
     assert np.mean(fixed == ours) > 0.995  # only LIF decay rounding differs
 
 
@@ -94,15 +95,17 @@ def test_dequantized_parameters_are_the_fixed_point_values():
     dq = dequantize(cm)
     for syn, neuron in (("c1", "n1"), ("c2", "n2")):
         q, qn = cm.graph.nodes[syn].metadata["loihi"], cm.graph.nodes[neuron].metadata["loihi"]
-        lam = qn["scale"]
+        lam = np.asarray(qn["channel_scale"])  # per output channel (per-channel default)
+        assert lam.min() < lam.max() and np.array_equal(lam, q["channel_scale"])
         gain = 1.0 if neuron == "n1" else 1.0 / dq.nodes[neuron].tau.flat[0]
-        np.testing.assert_allclose(dq.nodes[syn].weight * lam * gain, q["weight_mant"])
+        np.testing.assert_allclose(dq.nodes[syn].weight * lam[:, None, None, None] * gain,
+                                   q["weight_mant"])
         np.testing.assert_allclose(dq.nodes[neuron].v_threshold,
-                                   (np.asarray(qn["vth"]) + 1 / 128) / lam)
+                                   (np.asarray(qn["vth"]) + 1 / 128) / lam[:, None, None])
         assert dq.nodes[neuron].metadata["reset"] == "zero"
     assert dq.nodes["n2"].tau.flat[0] == 4096 / cm.graph.nodes["n2"].metadata["loihi"]["dv"]
     b = cm.graph.nodes["n1"].metadata["loihi"]
-    np.testing.assert_allclose(dq.nodes["c1"].bias * b["scale"] * 64,
+    np.testing.assert_allclose(dq.nodes["c1"].bias * b["channel_scale"] * 64,
                                (b["bias_mant"] * 2 ** b["bias_exp"]).reshape(4, -1)[:, 0])
 
 
@@ -130,7 +133,7 @@ def test_if_networks_export_to_the_exact_fixed_point_behaviour(tmp_path):
     assert {n.metadata["reset"] for n in g.nodes.values() if isinstance(n, nir.IF)} == {
         "subtract", "zero"}
     x = spikes(40, 6, (2, 8, 8), seed=3).numpy().astype(np.int64)
-    fixed = simulate_fixed(cm.graph, x, pipeline=False).activity
+    fixed = simulate_fixed(training_timing(cm.graph), x, pipeline=False).activity
     res = simulate_float(read_nir(tmp_path / "m.nir"), x, dt=1.0).activity
     for k, n in g.nodes.items():
         if isinstance(n, nir.IF):

@@ -2,6 +2,7 @@
 
     .venv/bin/python tools/bench_methods.py                 # all methods, ~2 min each
     .venv/bin/python tools/bench_methods.py --methods dsr,ltl --out build/bench_methods.json
+    .venv/bin/python tools/bench_methods.py --models models  # the shipped checkpoints, no training
 
 Per method: float test accuracy (the trained torch model), loihi-sim accuracy (export to NIR,
 compile to Loihi fixed point, run the test set on the native fixed-point engine with Lava's
@@ -9,6 +10,11 @@ timing), both with and without :func:`neurodeploy.train.common.align_for_pipelin
 spikes per inference and training time. The table also lists the accuracies the papers report;
 those are on CIFAR/ImageNet/DVS data sets that cannot be reproduced here (no downloads, CPU
 only), so the two columns are not comparable: ours are 8x8 digits.
+
+``--models DIR`` evaluates the checkpoints ``DIR/<method>/model.pt`` written by
+``tools/train.py`` instead of training: the float accuracy and training time are the ones the
+training run recorded (``extra`` of the checkpoint, ``train_log.json`` beside it), the loihi-sim
+columns are measured now on the data set and input mode the checkpoint records.
 """
 
 from __future__ import annotations
@@ -21,8 +27,9 @@ from pathlib import Path
 
 import torch
 
+from neurodeploy.checkpoint import load_checkpoint
 from neurodeploy.train import METHODS, TrainConfig
-from neurodeploy.train.common import deploy, load_data
+from neurodeploy.train.common import TrainResult, deploy, load_data
 
 #: Results the papers report (``/work/shared/notes/seed-methods.md``); [2nd] = quoted by a citing
 #: paper, not read in the original.
@@ -53,7 +60,28 @@ def bench_one(method: str, cfg: TrainConfig, limit: int | None, cache: Path | No
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             torch.save(res, path)
-    split = load_data(cfg, res.time_steps)
+    return _deploy_row(method, res, load_data(cfg, res.time_steps), limit, wall, cpu)
+
+
+def bench_checkpoint(path: Path, limit: int | None) -> dict:
+    """The row of a ``tools/train.py`` checkpoint: deployed now, float accuracy as recorded."""
+    model, info = load_checkpoint(path)
+    extra = info["extra"]
+    if "method" not in extra or "dataset" not in extra:
+        raise ValueError(f"{path}: not a tools/train.py checkpoint (no method/dataset in extra)")
+    log_path = path.parent / "train_log.json"
+    log = json.loads(log_path.read_text()) if log_path.is_file() else {}
+    T = int(extra.get("train_time_steps", info["time_steps"]))
+    res = TrainResult(extra["method"], model, info["arch"], info["arch_kwargs"],
+                      tuple(info["input_shape"]), T, float(extra["float_test_accuracy"]),
+                      input_mode=extra.get("input_mode", "repeat"),
+                      eval_steps=int(info["time_steps"]))
+    cfg = TrainConfig(data=extra["dataset"], seed=int(extra.get("seed", 0)), verbose=False)
+    return _deploy_row(extra["method"], res, load_data(cfg, T), limit,
+                       log.get("seconds", float("nan")), log.get("cpu_seconds", float("nan")))
+
+
+def _deploy_row(method: str, res: TrainResult, split, limit, wall: float, cpu: float) -> dict:
     row = {"method": method, "arch": res.arch, "time_steps": res.time_steps,
            "deploy_steps": res.deploy_steps, "float_accuracy": res.float_accuracy,
            "train_wall_s": wall, "train_cpu_s": cpu}
@@ -108,10 +136,23 @@ def main(argv: list[str] | None = None) -> int:
                     help="trained results are kept here")
     ap.add_argument("--reuse", action="store_true",
                     help="deploy the cached trained results instead of training again")
+    ap.add_argument("--models", type=Path, default=None,
+                    help="evaluate DIR/<method>/model.pt (tools/train.py checkpoints) instead of "
+                         "training")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     rows = []
-    for m in [s for s in a.methods.split(",") if s]:
+    methods = [s for s in a.methods.split(",") if s]
+    if a.models is not None:
+        for m in methods:
+            path = a.models / m / "model.pt"
+            if not path.is_file():
+                print(f"skipping {m!r}: no {path}", file=sys.stderr)
+                continue
+            rows.append(bench_checkpoint(path, a.limit))
+            print(json.dumps(rows[-1]), flush=True)
+        methods = []
+    for m in methods:
         if m not in METHODS:
             print(f"skipping {m!r}: not registered", file=sys.stderr)
             continue

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -64,18 +66,24 @@ def main(argv: list[str] | None = None) -> int:
     cfg = TrainConfig(data=a.data, data_dir=a.data_dir, epochs=a.epochs, batch=a.batch,
                       lr=a.lr, time_steps=a.time_steps, seed=a.seed, max_iters=a.max_iters,
                       verbose=not a.quiet, eval_every=a.eval_every, options=parse_set(a.set))
+    cpu0 = time.process_time()
     res = METHODS[a.method](cfg)
+    cpu = time.process_time() - cpu0
     out = a.out or Path("build/methods") / a.method
     out.mkdir(parents=True, exist_ok=True)
-    log = {"method": a.method, "arch": res.arch, "arch_kwargs": res.arch_kwargs,
+    argv = sys.argv[1:] if argv is None else list(argv)
+    log = {"command": shlex.join([".venv/bin/python", "tools/train.py", *argv]),
+           "seed": a.seed, "threads": a.threads, "dataset": a.data,
+           "method": a.method, "arch": res.arch, "arch_kwargs": res.arch_kwargs,
            "float_test_accuracy": res.float_accuracy, "time_steps": res.time_steps,
            "deploy_steps": res.deploy_steps, "input_mode": res.input_mode,
-           "seconds": res.seconds, "history": res.history,
+           "seconds": res.seconds, "cpu_seconds": cpu, "history": res.history,
            "extra": json.loads(json.dumps(res.extra, default=str))}
     save(res.model, out / "model.pt", arch=res.arch, arch_kwargs=res.arch_kwargs,
          input_shape=res.input_shape, time_steps=res.deploy_steps,
          extra={"method": a.method, "float_test_accuracy": res.float_accuracy,
-                "input_mode": res.input_mode, "train_time_steps": res.time_steps})
+                "dataset": a.data, "seed": a.seed, "input_mode": res.input_mode,
+                "train_time_steps": res.time_steps})
     print(f"[{a.method}] float test accuracy {res.float_accuracy:.2%} ({res.seconds:.0f}s); "
           f"saved {out / 'model.pt'}")
     if a.deploy:

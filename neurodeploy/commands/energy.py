@@ -81,7 +81,8 @@ def register(app) -> None:
         for c in ("layer", "role", "synops", "spikes", "neuron updates", "energy (nJ)", "share"):
             t.add_column(c, justify="right" if c not in ("layer", "role") else "left")
         for ly in result.layers:
-            t.add_row(ly.name, ly.role, f"{ly.synops_per_sample:,.0f}",
+            role = f"{ly.role} ({ly.added_by}, alignment)" if ly.added_by else ly.role
+            t.add_row(ly.name, role, f"{ly.synops_per_sample:,.0f}",
                       f"{ly.spikes_per_sample:,.0f}", f"{ly.neuron_updates_per_sample:,.0f}",
                       f"{ly.total_pj / 1e3:,.2f}", f"{ly.share:.1%}")
         out.print(t)

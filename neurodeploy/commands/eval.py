@@ -5,7 +5,8 @@ Three runs of one compiled model on inputs ``[T, B, *input_shape]``:
 * **float**: the graph's float parameters (``simulate_float``, equal to the PyTorch model);
 * **fake-quant**: the fixed-point parameters with training-time timing (no synapse delays,
   :func:`neurodeploy.quantize.calibrate.simulate_layerwise`, equal to
-  ``simulate_fixed(pipeline=False)``): the error of quantization alone;
+  ``simulate_fixed(pipeline=False)``): the error of quantization alone; a pipeline-aligned
+  model runs from its trained membranes (``passes.training_timing``), as the float run does;
 * **loihi-sim**: the native engine with Lava's one-step delay per synapse layer (bit-exact with
   Lava), read out over the aligned window like ``neurodeploy run`` (docs/timing.md); with
   ``backend="lava"`` Lava itself produces the readout (checked against the native engine;
@@ -37,7 +38,8 @@ from ..artifact import CompiledModel
 from ..compiler import pad_for_pipeline
 from ..engine import simulate_fixed
 from ..errors import NeurodeployError
-from ..graph import evaluation_order, is_neuron, predecessors
+from ..graph import is_neuron
+from ..passes.align_pipeline import node_depths, training_timing
 
 VARIANTS = ("float", "fake_quant", "loihi_sim")
 
@@ -48,14 +50,9 @@ class EvalBackend(str, Enum):
 
 
 def neuron_depths(graph: nir.NIRGraph) -> dict[str, int]:
-    """Synapse layers on the longest path from the input to every neuron layer (its delay)."""
-    order, back = evaluation_order(graph)
-    pred = predecessors(graph)
-    depth: dict[str, int] = {}
-    for n in order:
-        node = graph.nodes[n]
-        d = max((depth[p] for p in pred[n] if (p, n) not in back), default=0)
-        depth[n] = d + (1 if "loihi" in node.metadata and not is_neuron(node) else 0)
+    """Synapse layers on the longest path from the input to every neuron layer (its delay;
+    clock-fed biases of pipeline alignment do not count, :func:`passes.node_depths`)."""
+    depth = node_depths(graph)
     return {n: d for n, d in depth.items() if is_neuron(graph.nodes[n])}
 
 
@@ -138,7 +135,7 @@ class Evaluator:
         counts["float"] = fl.counts
         spikes["float"] = {k: fl.activity[k] for k in self.depths}
         stats["fake_quant"] = {}
-        spikes["fake_quant"] = simulate_layerwise(g, x, stats["fake_quant"])
+        spikes["fake_quant"] = simulate_layerwise(training_timing(g), x, stats["fake_quant"])
         counts["fake_quant"] = spikes["fake_quant"][self.src].sum(0).reshape(B, -1)
         hw = simulate_fixed(g, pad_for_pipeline(x, self.pipeline).astype(np.int64))
         spikes["loihi_sim"] = {k: hw.activity[k][d:d + T] for k, d in self.depths.items()}

@@ -30,6 +30,7 @@ from typing import Any
 
 import nir
 
+from ..passes.align_pipeline import added_by_alignment
 from ..targets import Target, load_target
 from .counts import NetworkCounts, PopulationCounts, SynapseLayerCounts, count_operations
 from .mapping import Mapping, Traffic, map_network
@@ -60,6 +61,12 @@ class LayerEnergy:
     ann_fp32_pj: float = 0.0
     ann_int8_pj: float = 0.0
     share: float = 0.0
+    added_by: str = ""  # "relay", "clock" or "clock bias": added by pipeline alignment
+
+    @property
+    def kind_label(self) -> str:
+        """``kind``, marked where pipeline alignment added the layer (real hardware cost)."""
+        return f"{self.kind} ({self.added_by}, alignment)" if self.added_by else self.kind
 
     @property
     def total_pj(self) -> float:
@@ -345,5 +352,10 @@ def analyze(
     mapping = None
     if map_cores and target.limits is not None:
         mapping = map_network(counts, target)
-    return energy_from_counts(counts, target, mapping=mapping, dt_s=dt_s,
-                              ann_reference=ann_reference, ann_steps=ann_steps)
+    result = energy_from_counts(counts, target, mapping=mapping, dt_s=dt_s,
+                                ann_reference=ann_reference, ann_steps=ann_steps)
+    for row in result.layers:
+        node = graph.nodes.get(row.name)
+        if node is not None:
+            row.added_by = added_by_alignment(node) or ""
+    return result

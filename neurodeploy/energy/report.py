@@ -72,7 +72,7 @@ def _table_rows(result: EnergyResult) -> tuple[list[str], list[list[str]]]:
     rows = []
     for r in result.layers:
         rows.append([
-            r.name, r.kind,
+            r.name, r.kind_label,
             _num(r.n_neurons) if r.role != "synapse" else "",
             _num(r.n_synapses) if r.role == "synapse" else "",
             _num(r.spikes_per_sample) if r.role != "synapse" else "",
@@ -184,7 +184,7 @@ def _fig_energy(result: EnergyResult) -> Figure:
         v = np.array([getattr(r, attr) for r in rows]) * 1e-3
         ax.barh(y, v, left=left, label=label)
         left += v
-    labels = [f"{r.name} ({r.kind})" for r in rows]
+    labels = [f"{r.name} ({r.kind_label})" for r in rows]
     ax.set_yticks(y, labels)
     fig.subplots_adjust(left=_left_margin(labels, 8), right=0.97)
     ax.invert_yaxis()

@@ -163,6 +163,8 @@ def simulate_float(
                         ins.append(prev[p_])
                 else:
                     ins.append(cur[p_])
+            if name in state:  # a dense synapse (Affine) may feed a neuron layer of any shape
+                ins = [v.reshape(state[name].v.shape) for v in ins]
             total = sum(ins[1:], ins[0]) if ins else None
             if total is None:
                 raise GraphError(f"node {name!r} has no input at step {t}")

@@ -27,7 +27,9 @@ What netx cannot represent, and what the exporter does:
 * reset by subtraction: Lava's ``LIF`` (netx CUBA) resets ``v`` to 0. The exporter refuses
   such a model (``NetxExportError``) unless ``allow_reset_change=True``, which writes it with
   reset to zero and a warning: the network then computes something else;
-* a non-zero initial membrane potential: likewise refused, or dropped with a warning;
+* a non-zero initial membrane potential: likewise refused, or dropped with a warning; the
+  pre-charged membranes of pipeline alignment are replaced by the trained ones, with a warning;
+  the relay and clock neurons alignment adds are refused (compile with ``--no-align``);
 * anything but a chain input -> layer -> layer (residual additions, fan-out, several inputs)
   and recurrent convolutions: refused;
 * graded (multi-bit) input messages are a ``netx.hdf5.Network(input_message_bits=...)``
@@ -46,6 +48,7 @@ import numpy as np
 
 from ..errors import NeurodeployError
 from ..graph import is_neuron, predecessors, successors
+from ..passes.align_pipeline import added_by_alignment, training_timing
 from .nir_out import effective_bias, effective_weight
 
 
@@ -132,6 +135,11 @@ def _neuron_group(g: h5py.Group, name: str, node, allow_reset_change: bool) -> N
         if not allow_reset_change:
             raise NetxExportError(msg)
         warnings.warn(msg + ": dropped", stacklevel=3)
+    cs = np.asarray(q.get("channel_scale", q["scale"]))
+    if np.any(cs != cs.flat[0]) and np.any(np.asarray(q["vth"]) != np.max(q["vth"])):
+        raise NetxExportError(f"neuron layer {name!r} has one scale and threshold per output "
+                              "channel; netx stores one threshold per layer: compile with "
+                              "--per-layer (per_channel=False) to export to netx")
     n = g.create_group("neuron")
     n.create_dataset("type", data=b"CUBA", dtype=h5py.special_dtype(vlen=bytes))
     _int(n, "iDecay", int(q["du"]) + 1)
@@ -175,6 +183,16 @@ def export_netx(model, path: str | Path, *, allow_reset_change: bool = False,
     graph = getattr(model, "graph", model)
     meta = getattr(model, "meta", {}) or {}
     steps = int(time_steps or meta.get("time_steps") or 1)
+    added = sorted(k for k, n in graph.nodes.items() if is_neuron(n) and added_by_alignment(n))
+    if added:
+        raise NetxExportError(f"pipeline alignment added relay/clock neurons ({', '.join(added)})"
+                              ", which netx cannot write as a chain; compile with --no-align "
+                              "to export to netx")
+    if any("v_init_train" in n.metadata for n in graph.nodes.values()):
+        warnings.warn("netx starts every membrane at its trained value: the pre-charge of "
+                      "pipeline alignment is dropped (biases then act during the first steps, "
+                      "as when compiled with --no-align)", stacklevel=2)
+        graph = training_timing(graph)
     for k, n in graph.nodes.items():
         if not isinstance(n, (nir.Input, nir.Output)) and "loihi" not in n.metadata:
             raise NetxExportError(f"node {k!r} ({type(n).__name__}) is not quantized; export a "

@@ -3,7 +3,8 @@
 The graph is what the Loihi fixed-point model computes, written back in float units so that any
 NIR simulator (snnTorch, Norse, Sinabs, Rockpool, Spyx, our float engine) runs the deployed
 network rather than the trained one. For neuron layer ``n`` with scale ``lambda`` (integer
-synaptic units per float membrane unit) and the fixed-point decays ``du``/``dv``:
+synaptic units per float membrane unit; per output channel, ``channel_scale``, where the model
+was compiled with per-channel scales) and the fixed-point decays ``du``/``dv``:
 
 * the neuron type follows the decays: ``du = 4095`` (no synaptic memory) and ``dv = 0`` is an
   ``IF``; ``dv > 0`` an ``LIF`` with ``tau = 4096 dt / dv``; ``du < 4095`` a ``CubaLIF`` with
@@ -24,7 +25,10 @@ synaptic units per float membrane unit) and the fixed-point decays ``du``/``dv``
   the neuron's first synapse layer, ``b = bias / (64 lambda g)``; where that cannot hold it (a
   convolution whose bias differs within a channel, or a CubaLIF, whose synapse would filter it)
   it becomes ``v_leak = bias / (64 lambda) * tau_mem / dt`` instead;
-* an ``Affine`` fed by a multi-dimensional layer gets an explicit ``Flatten`` before it.
+* an ``Affine`` fed by a multi-dimensional layer gets an explicit ``Flatten`` before it;
+* a pipeline-aligned model keeps its relay and clock neurons but starts from the trained
+  membranes, not the pre-charged ones: NIR simulators have no synapse delays, so relays pass
+  spikes on in the same step and clocks fire from step 0 (``passes.training_timing``).
 
 Graph metadata ``dt`` carries the time step (NIR has none: simulate at that step). The float
 simulation of this graph differs from the fixed-point run only by the fixed-point rounding of
@@ -40,6 +44,7 @@ import numpy as np
 
 from ..errors import GraphError
 from ..graph import is_neuron, predecessors, successors
+from ..passes.align_pipeline import training_timing
 
 _ONE = 4096  # 2**decay_bits, the unit of du/dv
 _HALF_LSB = 1.0 / 128  # half of v's least significant bit (v carries 6 more bits than u)
@@ -67,9 +72,18 @@ def effective_bias(q: dict) -> np.ndarray:
     return np.asarray(q["bias_mant"], np.float64) * 2.0 ** int(q["bias_exp"])
 
 
+def channel_scale(q: dict, ndim: int):
+    """The scale ``lambda`` of a quantized node, per output channel (axis 0) where the model
+    was compiled with per-channel scales, shaped to broadcast over an ``ndim`` array."""
+    c = np.asarray(q.get("channel_scale", q["scale"]), np.float64).reshape(-1)
+    if ndim == 0 or np.all(c == c[0]):
+        return float(c[0])
+    return c.reshape(-1, *([1] * (ndim - 1)))
+
+
 def _neuron(name: str, node, q: dict, dt: float, shape):
     """The float neuron of the fixed-point layer and its input gain ``g``."""
-    lam, du, dv = float(q["scale"]), int(q["du"]), int(q["dv"])
+    lam, du, dv = channel_scale(q, len(shape)), int(q["du"]), int(q["dv"])
     ones = np.ones(shape)
     meta = {"reset": str(q["reset"]),
             "v_init": np.broadcast_to(np.asarray(q["v_init"], np.float64) / (64 * lam),
@@ -99,21 +113,21 @@ def _neuron(name: str, node, q: dict, dt: float, shape):
 
 def dequantize(model, dt: float | None = None) -> nir.NIRGraph:
     """Plain NIR graph (no ``loihi`` metadata) of a compiled model or a quantized graph."""
-    graph = getattr(model, "graph", model)
+    graph = training_timing(getattr(model, "graph", model))
     if dt is None:
         meta = getattr(model, "meta", {}) or {}
         dt = float(meta.get("dt", graph.metadata.get("dt", 1.0)))
     pred, succ = predecessors(graph), successors(graph)
     nodes: dict[str, nir.NIRNode] = {}
     edges = list(graph.edges)
-    synapse_of: dict[str, tuple[float, float]] = {}  # synapse -> (lambda, gain)
+    synapse_of: dict[str, tuple] = {}  # synapse -> (lambda, gain[, bias])
     for name, node in graph.nodes.items():
         if not is_neuron(node):
             continue
         q = _loihi(name, node)
         shape = tuple(int(s) for s in node.output_type["output"])
         nodes[name], gain, tau_mem = _neuron(name, node, q, dt, shape)
-        lam = float(q["scale"])
+        lam = channel_scale(q, len(shape))
         for s in pred[name]:
             if len(succ[s]) != 1:
                 raise GraphError(f"synapse layer {s!r} feeds {len(succ[s])} nodes")
@@ -145,8 +159,9 @@ def dequantize(model, dt: float | None = None) -> nir.NIRGraph:
             raise GraphError(f"node {name!r} ({type(node).__name__}) is not a synapse layer of a "
                              "neuron; export a compiled (lowered and quantized) model")
         _loihi(name, node)
-        lam, gain, *rest = synapse_of[name]
-        w = effective_weight(node) / (lam * gain)
+        _, gain, *rest = synapse_of[name]
+        w = effective_weight(node)
+        w = w / (channel_scale(node.metadata["loihi"], w.ndim) * gain)
         nout = w.shape[0]
         b = rest[0] if rest else np.zeros(nout)
         if isinstance(node, nir.Conv2d):

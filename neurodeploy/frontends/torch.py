@@ -7,8 +7,10 @@ node, which NIR sums) and our ``neurodeploy.nn`` IF/LIF neurons. Spike amplitude
 1 become a Scale after the neuron, folded the same way.
 
 Our discrete neurons map onto NIR's ODEs with ``dt = 1`` (graph metadata):
-IF ``v += gain x`` -> ``IF(r=gain)``; LIF ``v = beta v + gain x`` ->
-``LIF(tau = 1/(1-beta), r = gain/(1-beta), v_leak = 0)``. Reset mode and initial membrane go
+IF ``v += gain x`` -> ``IF(r=gain)``; LIF ``v = beta v + (1-beta) v_leak + gain x`` ->
+``LIF(tau = 1/(1-beta), r = gain/(1-beta), v_leak)`` (``v_leak``: the module's resting
+potential, 0 unless it has one, e.g. DSR's LIF). Thresholds are read through
+``effective_threshold()`` (trainable ones are clamped there). Reset mode and initial membrane go
 in node metadata (``reset``, ``v_init``).
 """
 
@@ -74,13 +76,18 @@ class _Builder:
         return [name]
 
 
+def _scalar(v) -> float:
+    return float(v.detach()) if isinstance(v, torch.Tensor) else float(v)
+
+
 def _neuron_node(m: SpikingNeuron, shape) -> nir.NIRNode:
     ones = np.ones(shape)
-    theta = float(m.effective_threshold())
-    meta = {"reset": m.reset, "v_init": float(m.v_init)}
+    theta = _scalar(m.effective_threshold())
+    meta = {"reset": m.reset, "v_init": _scalar(m.v_init)}
     if isinstance(m, LIF):
         tau = 1.0 / (1.0 - m.beta)
-        return nir.LIF(tau=tau * ones, r=m.gain * tau * ones, v_leak=0 * ones,
+        v_leak = _scalar(getattr(m, "v_leak", 0.0))
+        return nir.LIF(tau=tau * ones, r=m.gain * tau * ones, v_leak=v_leak * ones,
                        v_threshold=theta * ones, v_reset=0 * ones, metadata=meta)
     if type(m).charge is not SpikingNeuron.charge:
         raise UnsupportedLayerError(type(m).__name__, type(m).__name__, SUPPORTED_MODULES,
@@ -151,7 +158,7 @@ def _module(n: fx.Node, m: nn.Module, src, in_shape, out_shape, b: _Builder) -> 
     where = n.target
     if isinstance(m, SpikingNeuron):
         out = b.add(where, _neuron_node(m, out_shape), src)
-        amp = float(m.amplitude())
+        amp = _scalar(m.amplitude())
         if amp != 1.0:
             out = b.add(f"{where}.amplitude", nir.Scale(scale=np.full(out_shape, amp)), out)
         return out

@@ -1,6 +1,8 @@
 """Graph passes: pure functions ``NIRGraph -> NIRGraph`` (the input graph is not modified).
 
-``lower_for_hardware`` runs them in order and names the failing pass.
+``lower_for_hardware`` runs them in order and names the failing pass. ``align_for_pipeline``
+(with its helpers for quantized graphs) makes a lowered graph's timing on pipelined hardware match
+training; the compiler runs it after lowering.
 """
 
 from __future__ import annotations
@@ -8,6 +10,17 @@ from __future__ import annotations
 import nir
 
 from ..errors import GraphError
+from .align_pipeline import (
+    added_by_alignment,
+    align_for_pipeline,
+    alignment_summary,
+    clock_scales,
+    data_depth,
+    is_aligned,
+    node_depths,
+    settle_precharge,
+    training_timing,
+)
 from .flatten_subgraphs import flatten_subgraphs
 from .fold_scale import fold_scale
 from .fuse_linear import fuse_linear
@@ -32,4 +45,6 @@ def lower_for_hardware(graph: nir.NIRGraph) -> nir.NIRGraph:
     return graph
 
 
-__all__ = ["flatten_subgraphs", "fold_scale", "fuse_linear", "lower_for_hardware"]
+__all__ = ["added_by_alignment", "align_for_pipeline", "alignment_summary", "clock_scales",
+           "data_depth", "flatten_subgraphs", "fold_scale", "fuse_linear", "is_aligned",
+           "lower_for_hardware", "node_depths", "settle_precharge", "training_timing"]

@@ -2,7 +2,10 @@
 
 A scalar scale commutes with SumPool2d and Flatten, so it is pushed through them into the
 first Conv2d/Affine/Linear on every branch downstream, provided each node on the way has this
-chain as its only input. Non-uniform scales, or scales feeding a sum, stay in the graph.
+chain as its only input. A positive uniform scale that feeds only the graph's Output (a spike
+amplitude of the last neuron layer) is dropped: the readout counts spikes, and scaling every
+count by the same positive factor leaves the arg-max unchanged. Non-uniform scales, or scales
+feeding a sum, stay in the graph.
 """
 
 from __future__ import annotations
@@ -29,6 +32,11 @@ def fold_scale(graph: nir.NIRGraph) -> nir.NIRGraph:
             s = np.asarray(node.scale, dtype=np.float64)
             if s.size == 0 or not np.all(s == s.flat[0]):
                 continue
+            if succ[name] and s.flat[0] > 0 and all(isinstance(g.nodes[k], nir.Output)
+                                                    for k in succ[name]):
+                remove_node(g, name)
+                changed = True
+                break
             targets = [_weighted_target(g, pred, succ, nxt) for nxt in succ[name]
                        if len(pred[nxt]) == 1]
             if not succ[name] or len(targets) != len(succ[name]) or None in targets:

@@ -7,7 +7,11 @@ AvgPool2d, Flatten and Scale nodes are composed into the weighted node that foll
 * pooling -> Conv2d becomes one strided Conv2d with an expanded kernel
   (``kernel = stride_p (k - 1) + k_p``, ``stride = stride_p * stride``);
 * anything linear -> Affine becomes one Affine whose matrix is computed by pushing the
-  identity basis through the chain;
+  identity basis through the chain (also pooling -> padded Conv2d when the pooling drops
+  trailing rows/columns, which the padded conv would otherwise read);
+* pooling that no weighted node follows (it feeds a neuron) joins the Conv2d before it
+  (``kernel = stride_c (k_p - 1) + k_c``, ``stride = stride_c * stride_p``) or, after a
+  neuron, becomes its own fixed Conv2d (identity over channels), a Scale beside it included;
 * Linear becomes Affine with zero bias; a direct neuron -> neuron edge (identity shortcut)
   gets an identity Affine so that it, too, is a synapse layer.
 """
@@ -21,9 +25,10 @@ import torch
 from ..engine.ops import apply_linear
 from ..errors import GraphError
 from ..graph import is_neuron, predecessors, successors
-from ._util import clone
+from ._util import clone, remove_node
 
 _MAX_AFFINE_INPUTS = 1 << 15
+_MAX_DENSE_WEIGHTS = 1 << 22
 
 
 def _pair(v) -> tuple[int, int]:
@@ -50,7 +55,9 @@ def _compose_affine(g, first: str, chain_in_shape, x_node: str, affine: nir.Affi
     return nir.Affine(weight=w, bias=bias, metadata=dict(affine.metadata))
 
 
-def _pool_into_conv(pool, conv: nir.Conv2d, in_hw) -> nir.Conv2d:
+def _pool_into_conv(pool, conv: nir.Conv2d, in_hw) -> nir.Conv2d | None:
+    """One Conv2d for pooling then ``conv``; ``None`` where the conv's zero padding would fall
+    on input rows/columns that the pooling drops (compose into an Affine instead)."""
     kp, sp, pp = _pair(pool.kernel_size), _pair(pool.stride), _pair(pool.padding)
     if pp != (0, 0) or _pair(conv.dilation) != (1, 1) or isinstance(conv.padding, str):
         raise GraphError("pooling with padding, or before a dilated/'same' conv, cannot be fused")
@@ -58,9 +65,9 @@ def _pool_into_conv(pool, conv: nir.Conv2d, in_hw) -> nir.Conv2d:
     o, c, kh, kw = w.shape
     pad = _pair(conv.padding)
     for d in range(2):
-        if pad[d] and in_hw[d] % sp[d]:
-            raise GraphError(f"pool stride {sp} must divide the input size {in_hw} to fuse "
-                             "with a padded conv")
+        pooled = (in_hw[d] - kp[d]) // sp[d] + 1
+        if pad[d] and in_hw[d] > sp[d] * pooled:
+            return None
     KH, KW = sp[0] * (kh - 1) + kp[0], sp[1] * (kw - 1) + kp[1]
     big = np.zeros((o, c, KH, KW))
     scale = 1.0 / (kp[0] * kp[1]) if isinstance(pool, nir.AvgPool2d) else 1.0
@@ -74,6 +81,108 @@ def _pool_into_conv(pool, conv: nir.Conv2d, in_hw) -> nir.Conv2d:
                       padding=np.array([sp[0] * pad[0], sp[1] * pad[1]]),
                       dilation=np.array([1, 1]), groups=int(conv.groups),
                       bias=np.asarray(conv.bias, dtype=np.float64), metadata=dict(conv.metadata))
+
+
+def _compose_dense(g, names: list[str], in_shape, out_shape, bias) -> nir.Affine:
+    """The chain ``names`` (linear nodes, biases left out) as one Affine with ``bias`` per
+    output channel."""
+    n, m = int(np.prod(in_shape)), int(np.prod(out_shape))
+    if n > _MAX_AFFINE_INPUTS or n * m > _MAX_DENSE_WEIGHTS:
+        raise GraphError(f"node {names[0]!r}: the padded conv after this pooling would read "
+                         "rows/columns the pooling skips as its zero padding; the exact dense "
+                         f"synapse needs {n} x {m} weights, too many (use sizes the pooling "
+                         "covers exactly)")
+    y = torch.eye(n, dtype=torch.float64).reshape(n, *in_shape)
+    for k in names:
+        y = apply_linear(k, g.nodes[k], y, bias=False)
+    b = np.repeat(np.asarray(bias, dtype=np.float64), m // len(bias))
+    return nir.Affine(weight=y.reshape(n, m).numpy().T, bias=b,
+                      metadata=dict(g.nodes[names[-1]].metadata))
+
+
+def _per_channel(scale, shape) -> np.ndarray | None:
+    """A Scale's factor per channel of ``shape``, or ``None`` if it varies within a channel."""
+    s = np.broadcast_to(np.asarray(scale, dtype=np.float64), shape).reshape(shape[0], -1)
+    return s[:, 0].copy() if np.all(s == s[:, :1]) else None
+
+
+def _pool_as_conv(pool, in_shape, factor) -> nir.Conv2d:
+    """Pooling as a fixed Conv2d, identity over channels, times ``factor`` per channel."""
+    kp, sp, pp = _pair(pool.kernel_size), _pair(pool.stride), _pair(pool.padding)
+    c = int(in_shape[0])
+    avg = 1.0 / (kp[0] * kp[1]) if isinstance(pool, nir.AvgPool2d) else 1.0
+    w = np.eye(c)[:, :, None, None] * np.ones(kp) * avg * factor[:, None, None, None]
+    return nir.Conv2d(input_shape=tuple(in_shape[1:]), weight=w, stride=np.array(sp),
+                      padding=np.array(pp), dilation=np.array([1, 1]), groups=1,
+                      bias=np.zeros(c))
+
+
+def _conv_then_pool(conv: nir.Conv2d, pool, factor) -> nir.Conv2d | None:
+    """``conv`` followed by pooling (times ``factor`` per channel) as one Conv2d."""
+    kp, sp, pp = _pair(pool.kernel_size), _pair(pool.stride), _pair(pool.padding)
+    if pp != (0, 0) or _pair(conv.dilation) != (1, 1) or isinstance(conv.padding, str):
+        return None
+    w = np.asarray(conv.weight, dtype=np.float64)
+    o, c, kh, kw = w.shape
+    st = _pair(conv.stride)
+    big = np.zeros((o, c, st[0] * (kp[0] - 1) + kh, st[1] * (kp[1] - 1) + kw))
+    avg = 1.0 / (kp[0] * kp[1]) if isinstance(pool, nir.AvgPool2d) else 1.0
+    for a in range(kp[0]):
+        for b in range(kp[1]):
+            big[:, :, st[0] * a:st[0] * a + kh, st[1] * b:st[1] * b + kw] += w * avg
+    total = avg * kp[0] * kp[1]
+    return nir.Conv2d(input_shape=tuple(int(v) for v in conv.input_shape),
+                      weight=big * factor[:, None, None, None],
+                      stride=np.array([st[0] * sp[0], st[1] * sp[1]]), padding=conv.padding,
+                      dilation=np.array([1, 1]), groups=int(conv.groups),
+                      bias=np.asarray(conv.bias, dtype=np.float64) * total * factor,
+                      metadata=dict(conv.metadata))
+
+
+def _pool_before_neuron(g) -> bool:
+    """Rewrite one pooling node that feeds a neuron (through at most one Scale on each side):
+    into the Conv2d before it, or as its own synapse after a neuron or the input."""
+    pred, succ = predecessors(g), successors(g)
+    single = [k for k in g.nodes if len(pred[k]) == 1 and len(succ[k]) == 1]
+    for name in single:
+        node = g.nodes[name]
+        if not isinstance(node, (nir.SumPool2d, nir.AvgPool2d)):
+            continue
+        in_shape = _in_shape(g, name)
+        chain, factor = [name], np.ones(in_shape[0])
+        src, nxt = pred[name][0], succ[name][0]
+        for side in ("before", "after"):
+            k = src if side == "before" else nxt
+            if isinstance(g.nodes[k], nir.Scale) and k in single:
+                f = _per_channel(g.nodes[k].scale, in_shape if side == "before"
+                                 else _shape_of(g, name))
+                if f is None:
+                    break
+                factor = factor * f
+                chain.append(k)
+                if side == "before":
+                    src = pred[k][0]
+                else:
+                    nxt = succ[k][0]
+        else:
+            if not is_neuron(g.nodes[nxt]):
+                continue
+            prev = g.nodes[src]
+            if isinstance(prev, nir.Conv2d) and len(succ[src]) == 1:
+                fused = _conv_then_pool(prev, node, factor)
+                if fused is None:
+                    continue
+                g.nodes[src] = fused
+                for k in chain:
+                    remove_node(g, k)
+            elif is_neuron(prev) or isinstance(prev, nir.Input):
+                for k in chain[1:]:
+                    remove_node(g, k)
+                g.nodes[name] = _pool_as_conv(node, in_shape, factor)
+            else:
+                continue
+            return True
+    return False
 
 
 def _replace(g, old: str, keep: str, node) -> None:
@@ -108,6 +217,9 @@ def fuse_linear(graph: nir.NIRGraph) -> nir.NIRGraph:
             elif isinstance(target, nir.Conv2d) and isinstance(node, (nir.SumPool2d,
                                                                        nir.AvgPool2d)):
                 fused = _pool_into_conv(node, target, in_shape[1:])
+                if fused is None:
+                    fused = _compose_dense(g, [name, nxt], in_shape, _shape_of(g, nxt),
+                                           target.bias)
             elif isinstance(target, nir.Conv2d) and isinstance(node, nir.Scale):
                 s = np.asarray(node.scale, dtype=np.float64).reshape(in_shape)
                 per_c = s.reshape(s.shape[0], -1)
@@ -126,6 +238,8 @@ def fuse_linear(graph: nir.NIRGraph) -> nir.NIRGraph:
             _replace(g, name, nxt, fused)
             changed = True
             break
+    while _pool_before_neuron(g):
+        pass
     _insert_identity_synapses(g)
     g = nir.NIRGraph(nodes=g.nodes, edges=g.edges, metadata=g.metadata, type_check=False)
     _infer_missing_types(g)

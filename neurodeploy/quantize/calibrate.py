@@ -164,14 +164,15 @@ class _Sim:
                  cache: dict | None = None, stats: dict | None = None) -> dict[str, np.ndarray]:
         """Spikes ``[T, B, ...]`` (int8) of the neurons in ``unit``, given the activity ``acts``
         of the input and of earlier units. ``cache`` keeps batched synapse outputs keyed by
-        synapse and scale; ``stats[name]`` receives the ``u_wrap``/``v_clip`` counts."""
+        synapse and scales; ``stats[name]`` receives the ``u_wrap``/``v_clip`` counts."""
         g, pred, back = self.graph, self.pred, self.back
         neurons = set(unit)
         syn = [s for n in unit for s in pred[n]]
         ext = [s for s in syn if not any(p in neurons for p in pred[s])]
         ff = {}
         for s in ext:
-            key = (s, float(g.nodes[s].metadata["loihi"]["scale"]))
+            q = g.nodes[s].metadata["loihi"]
+            key = (s, float(q["scale"]), np.asarray(q.get("channel_scale", ())).tobytes())
             if cache is not None and key in cache:
                 ff[s] = cache[key]
                 continue
@@ -262,12 +263,13 @@ class Calibration:
     objective_minmax: float  # ... with min/max scales
     used: str  # "search", or "minmax" when the search found nothing better
     rate_errors: dict[str, float] = field(default_factory=dict)
+    per_channel: bool = False  # channel multipliers on top of the layer scales
 
     def quantize(self, graph: nir.NIRGraph, fmt: LoihiFormat | None = None
                  ) -> tuple[nir.NIRGraph, QuantReport]:
         """Quantize ``graph`` (the one calibrated) with the chosen parameters."""
         q, rep = quantize_graph(graph, fmt, scales=self.scales, vth_factors=self.vth_factors,
-                                records=self.records)
+                                records=self.records, per_channel=self.per_channel)
         rep.observer = self.observer
         rep.calibration = self.summary()
         return q, rep
@@ -281,12 +283,17 @@ class Calibration:
 
 def calibrate(graph: nir.NIRGraph, x: np.ndarray, fmt: LoihiFormat | None = None, *,
               observer: str | Callable[..., ScaleObserver] = "search", max_samples: int = 256,
-              log: Callable[[str], None] | None = None) -> Calibration:
+              log: Callable[[str], None] | None = None, per_channel: bool = False,
+              fixed: dict[str, float] | None = None) -> Calibration:
     """Choose per-layer scales and threshold nudges of the lowered float ``graph`` on ``x``.
 
     ``x``: ``[T, B, *input_shape]`` integer event counts (at most ``max_samples`` are used,
     evenly spaced). ``observer``: ``"search"`` (default), or a :class:`SearchObserver`
     constructor with other candidate steps. ``log`` receives one line per layer.
+    ``per_channel``: every candidate is quantized with per-channel multipliers on top of its
+    layer scale (:func:`~.loihi.quantize_graph`), so the search chooses ``lambda`` under them.
+    ``fixed``: scales of neuron layers that are not searched (e.g. the clocks and relays of
+    pipeline alignment); the search chooses every other layer around them.
     """
     fmt = fmt or LoihiFormat()
     xs = _integer_input(subsample(np.asarray(x), max_samples))
@@ -295,7 +302,8 @@ def calibrate(graph: nir.NIRGraph, x: np.ndarray, fmt: LoihiFormat | None = None
         log(f"float reference and search on {B} samples x {T} steps")
     ref = float_spikes(graph, xs)
     layers = {ly.neuron: ly for ly in layer_inputs(graph, fmt)}
-    base_graph, base_rep = quantize_graph(graph, fmt)
+    fixed = dict(fixed or {})
+    base_graph, base_rep = quantize_graph(graph, fmt, scales=fixed, per_channel=per_channel)
     base = {ly.neuron: ly.scale for ly in base_rep.layers}
     sim = _Sim.of(base_graph)
     scales, factors = dict(base), {n: 1.0 for n in base}
@@ -306,7 +314,10 @@ def calibrate(graph: nir.NIRGraph, x: np.ndarray, fmt: LoihiFormat | None = None
     for ui, unit in enumerate(units(graph)):
         cache: dict = {}  # batched feed-forward synapse outputs, by (synapse, scale)
         best_spikes: dict[str, np.ndarray] = {}
-        for n in unit:
+        if all(n in fixed for n in unit):  # base_graph holds these layers at their scales
+            best_spikes = sim.run_unit(unit, acts, T, cache)
+            unit_error[ui] = sum(rate_error(best_spikes[m], ref[m]) for m in unit)
+        for n in (m for m in unit if m not in fixed):
             obs = make_observer(observer, fmt)
             if not isinstance(obs, SearchObserver):
                 raise QuantizationError(f"calibrate() needs a SearchObserver, got "
@@ -318,7 +329,7 @@ def calibrate(graph: nir.NIRGraph, x: np.ndarray, fmt: LoihiFormat | None = None
                     trial_scales, trial_factors = {**scales, n: lam}, {**factors, n: factor}
                     try:
                         q, _ = quantize_graph(graph, fmt, scales=trial_scales,
-                                              vth_factors=trial_factors)
+                                              vth_factors=trial_factors, per_channel=per_channel)
                     except QuantizationError:
                         obs.observe_candidate(lam, factor, np.inf)
                         continue
@@ -343,5 +354,7 @@ def calibrate(graph: nir.NIRGraph, x: np.ndarray, fmt: LoihiFormat | None = None
         scales, factors, errs, objective = dict(base), {n: 1.0 for n in base}, errs_mm, objective_mm
     for n, rec in records.items():
         rec.update(rate_error=errs[n], rate_error_minmax=errs_mm[n], observer=used)
+    for n in fixed.keys() & errs.keys():  # not searched: errors only, observer "override"
+        records[n] = {"rate_error": errs[n], "rate_error_minmax": errs_mm[n]}
     return Calibration("search", B, T, scales, factors, records, objective, objective_mm, used,
-                       errs)
+                       errs, per_channel)

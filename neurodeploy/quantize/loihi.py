@@ -15,6 +15,15 @@ LIF: ``dt r / tau``; CubaLIF: ``(dt/tau_syn) w_in (dt/tau_mem) r``):
   ``du + 1``);
 * the membrane is shifted so that ``v_reset`` maps to 0 (``v_leak`` and ``v_init`` move with it).
 
+With per-channel quantization (``quantize_graph(per_channel=True)``; ``compile_graph`` uses it
+on targets whose thresholds may differ per neuron) every output channel ``k`` of the neuron layer
+has its own ``lambda_k = lambda m_k`` in all its synapse layers: ``m_k = max(1, s_k / lambda)``
+with ``s_k`` the largest scale at which the channel's own weights and threshold fit (with
+min/max, every channel fills its 8 bits; a larger observer scale clips only the channels whose
+own bound is below it). Spikes are binary, so scaling channel ``k``'s weights, threshold, bias
+and ``v_init`` together is exact in float; only the rounding changes, and an outlier weight no
+longer coarsens every other channel.
+
 ``lambda`` comes from an observer (:mod:`neurodeploy.quantize.observers`): by default min/max,
 the largest scale that keeps every weight in range and the threshold under its bit width; or a
 percentile of ``|w_eff|``; or, per layer, a scale and threshold factor (``vth = round(theta
@@ -34,7 +43,7 @@ import numpy as np
 
 from ..errors import QuantizationError
 from ..graph import is_neuron, predecessors, reset_mode, successors
-from .observers import MinMaxObserver, ScaleObserver, make_observer
+from .observers import MinMaxObserver, ScaleObserver, channel_multipliers, make_observer
 
 SYNAPSE_TYPES = (nir.Affine, nir.Conv2d)
 
@@ -80,6 +89,9 @@ class LayerQuant:
     rate_error: float | None = None  # calibration: firing-rate error of the chosen candidate
     rate_error_minmax: float | None = None  # ... and of the min/max scale
     candidates: list[list[float]] = field(default_factory=list)  # [scale, vth_factor, error]
+    per_channel: bool = False  # scales per output channel (channel_scale_min..max)
+    channel_scale_min: float | None = None
+    channel_scale_max: float | None = None
 
 
 @dataclass
@@ -87,6 +99,7 @@ class QuantReport:
     layers: list[LayerQuant] = field(default_factory=list)
     observer: str = "minmax"
     calibration: dict | None = None  # summary from calibrate(), when one ran
+    per_channel: bool = False  # one scale per output channel (else one per layer)
 
     @property
     def saturated_layers(self) -> dict[str, int]:
@@ -94,7 +107,8 @@ class QuantReport:
         return {x.neuron: x.n_saturated for x in self.layers if x.n_saturated}
 
     def as_dict(self) -> dict:
-        d = {"observer": self.observer, "layers": [vars(x) for x in self.layers]}
+        d = {"observer": self.observer, "per_channel": self.per_channel,
+             "layers": [vars(x) for x in self.layers]}
         if self.calibration is not None:
             d["calibration"] = self.calibration
         return d
@@ -126,9 +140,10 @@ def _uniform(name, what, a) -> int:
     return int(a.flat[0])
 
 
-def quantize_weights(w: np.ndarray, scale: float, weight_bits: int = 8):
+def quantize_weights(w: np.ndarray, scale: float | np.ndarray, weight_bits: int = 8):
     """Integer mantissas of ``w * scale`` in the Lava/Loihi 8-bit synapse format.
 
+    ``scale``: a number, or per-row scales that broadcast against ``w`` (``[C_out, 1, ...]``).
     Returns ``(mantissa, n_saturated)``. Mixed-sign matrices use even values only.
     """
     x = np.asarray(w, float) * scale
@@ -200,19 +215,48 @@ def _scalar_record(rec: dict) -> dict:
     return {k: v for k, v in rec.items() if v is not None and not isinstance(v, dict)}
 
 
+def _channel_scales(layer: LayerInputs, lam: float, factor: float, bias_v: np.ndarray,
+                    fmt: LoihiFormat) -> np.ndarray:
+    """``lambda_k = lambda m_k`` per output channel, kept where the nudged threshold
+    (``theta lambda_k factor``) and the bias still fit their bits, and never below ``lambda``."""
+    m = channel_multipliers(layer.w_eff, layer.theta, fmt, lam)
+    n = m.size
+    theta_c = np.abs(np.asarray(layer.theta, float)).reshape(n, -1).max(axis=1, initial=0.0)
+    bias_c = np.abs(np.asarray(bias_v, float)).reshape(n, -1).max(axis=1, initial=0.0)
+    vth_max = (1 << fmt.vth_bits) - 1
+    bias_max = ((1 << (fmt.bias_mant_bits - 1)) - 1) << fmt.bias_exp_max
+    with np.errstate(divide="ignore", over="ignore"):
+        cap = np.minimum(np.where(theta_c > 0, vth_max / (theta_c * factor), np.inf),
+                         np.where(bias_c > 0, bias_max / (bias_c * (1 << fmt.act_shift)),
+                                  np.inf))
+    return np.maximum(lam, np.minimum(lam * m, cap))
+
+
+def _per_row(scale: np.ndarray, ndim: int):
+    """Channel scales shaped to broadcast over an array with the channel on axis 0."""
+    if np.all(scale == scale[0]):
+        return float(scale[0])
+    return scale.reshape(-1, *([1] * (ndim - 1)))
+
+
 def quantize_graph(graph: nir.NIRGraph, fmt: LoihiFormat | None = None,
                    scales: dict[str, float] | None = None, *,
                    observer: str | Callable[..., ScaleObserver] = "minmax",
                    vth_factors: dict[str, float] | None = None,
-                   records: dict[str, dict] | None = None) -> tuple[nir.NIRGraph, QuantReport]:
+                   records: dict[str, dict] | None = None,
+                   per_channel: bool = False) -> tuple[nir.NIRGraph, QuantReport]:
     """Annotate a lowered graph (``passes.lower_for_hardware``) with fixed-point parameters.
 
     ``observer`` picks every layer's scale from its weights: ``"minmax"`` (default),
     ``"percentile"`` or a constructor (:mod:`.observers`). ``scales`` overrides it per neuron
     layer and ``vth_factors`` nudges thresholds (``vth = round(theta scale factor)``); calibration
     passes both, with ``records`` (per layer, merged into ``metadata["loihi"]``: the observer's
-    name and candidate errors). Returns a new graph whose synapse and neuron nodes carry
-    ``metadata["loihi"]``, and the report.
+    name and candidate errors). ``per_channel``: every output channel ``k`` gets its own scale
+    ``lambda_k = lambda m_k`` (:func:`.observers.channel_multipliers`), in its weights (all
+    synapse layers), threshold, bias and initial membrane; the target must allow per-neuron
+    thresholds. Returns a new graph whose synapse and neuron nodes carry ``metadata["loihi"]``
+    (``scale``: the layer's ``lambda``; ``channel_scale``: ``lambda_k`` per channel), and the
+    report.
     """
     from ..passes._util import clone
 
@@ -223,7 +267,8 @@ def quantize_graph(graph: nir.NIRGraph, fmt: LoihiFormat | None = None,
     g = clone(graph)
     dt = float(g.metadata.get("dt", 1.0))
     scales, vth_factors, records = scales or {}, vth_factors or {}, records or {}
-    report = QuantReport(observer=observer if isinstance(observer, str) else "custom")
+    report = QuantReport(observer=observer if isinstance(observer, str) else "custom",
+                         per_channel=bool(per_channel))
     for layer in layer_inputs(g, fmt):
         name, syn, gain_u, theta, w_eff = (layer.neuron, layer.synapses, layer.gain, layer.theta,
                                            layer.w_eff)
@@ -241,26 +286,34 @@ def quantize_graph(graph: nir.NIRGraph, fmt: LoihiFormat | None = None,
         factor = float(vth_factors.get(name, 1.0))
         if not lam > 0 or not np.isfinite(lam):
             raise QuantizationError(f"node {name!r}: scale must be positive and finite, got {lam}")
-        vth = np.round(theta * lam * factor).astype(np.int64)
+        bias_v = np.zeros(theta.shape) + leak
+        for s in syn:
+            b = np.asarray(g.nodes[s].bias, float) * gain_u
+            if theta.ndim > 1 and b.size == theta.size:  # per neuron: a dense synapse
+                b = b.reshape(theta.shape)
+            bias_v = bias_v + (b.reshape(-1, *([1] * (theta.ndim - 1))) if theta.ndim > 1
+                               and b.shape != theta.shape else b)
+        n_ch = theta.shape[0] if theta.ndim else 1
+        lam_c = (_channel_scales(layer, lam, factor, bias_v, fmt) if per_channel
+                 else np.full(n_ch, lam))
+        lam_n = _per_row(lam_c, theta.ndim) if theta.ndim else lam
+        vth = np.round(theta * lam_n * factor).astype(np.int64)
         if vth.max() >= 1 << fmt.vth_bits or vth.min() < 0:
             raise QuantizationError(f"node {name!r}: threshold {vth.max()} does not fit "
                                     f"{fmt.vth_bits} bits at scale {lam:.4g}")
-        bias_v = np.zeros(theta.shape) + leak
         n_sat = n_w = 0
         err = 0.0
         for s, w in zip(syn, w_eff, strict=True):
-            q, sat = quantize_weights(w, lam, fmt.weight_bits)
+            lam_w = _per_row(lam_c, np.ndim(w)) if np.shape(w)[:1] == (n_ch,) else lam
+            q, sat = quantize_weights(w, lam_w, fmt.weight_bits)
             n_sat += sat
             n_w += q.size
-            err = max(err, float(np.abs(q / lam - w).max()) / gain_u if q.size else 0.0)
+            err = max(err, float(np.abs(q / lam_w - w).max()) / gain_u if q.size else 0.0)
             conn = g.nodes[s]
-            b = np.asarray(conn.bias, float) * gain_u
-            bias_v = bias_v + (b.reshape(-1, *([1] * (theta.ndim - 1))) if theta.ndim > 1
-                               else b)
             conn.metadata = dict(conn.metadata)
             conn.metadata["loihi"] = {"weight_mant": q, "weight_exp": 0, "scale": lam,
-                                      "n_saturated": sat}
-        bias_eff = np.round(bias_v * lam * (1 << fmt.act_shift)).astype(np.int64)
+                                      "channel_scale": lam_c, "n_saturated": sat}
+        bias_eff = np.round(bias_v * lam_n * (1 << fmt.act_shift)).astype(np.int64)
         mant_max = (1 << (fmt.bias_mant_bits - 1)) - 1
         bias_exp = 0
         while np.abs(bias_eff).max(initial=0) > mant_max << bias_exp:
@@ -270,21 +323,23 @@ def quantize_graph(graph: nir.NIRGraph, fmt: LoihiFormat | None = None,
                                     f"{fmt.bias_exp_max}")
         bias_mant = np.round(bias_eff / (1 << bias_exp)).astype(np.int64)
         v_init = np.asarray(node.metadata.get("v_init", 0.0), float) - np.asarray(node.v_reset)
-        v_init_int = np.round(np.broadcast_to(v_init, theta.shape) * lam *
+        v_init_int = np.round(np.broadcast_to(v_init, theta.shape) * lam_n *
                               (1 << fmt.act_shift)).astype(np.int64)
         dv_i = _uniform(name, "dv (membrane decay)", dv)
         du_i = _uniform(name, "du (current decay)", du)
         node.metadata = dict(node.metadata)
         node.metadata["loihi"] = {
             **_scalar_record(rec),
-            "scale": lam, "vth": vth, "du": du_i, "dv": dv_i, "bias_mant": bias_mant,
-            "bias_exp": bias_exp, "v_init": v_init_int, "reset": reset_mode(node),
-            "vth_factor": factor, "n_saturated": n_sat,
+            "scale": lam, "channel_scale": lam_c, "vth": vth, "du": du_i, "dv": dv_i,
+            "bias_mant": bias_mant, "bias_exp": bias_exp, "v_init": v_init_int,
+            "reset": reset_mode(node), "vth_factor": factor, "n_saturated": n_sat,
         }
         cands = np.asarray(rec.get("candidates", np.zeros((0, 3))), float).reshape(-1, 3)
         report.layers.append(LayerQuant(
             name, lam, int(vth.max()), dv_i, du_i, bias_exp, list(syn), n_w, n_sat, err,
             observer=str(rec["observer"]), vth_factor=factor,
             percentile=rec.get("percentile"), rate_error=rec.get("rate_error"),
-            rate_error_minmax=rec.get("rate_error_minmax"), candidates=cands.tolist()))
+            rate_error_minmax=rec.get("rate_error_minmax"), candidates=cands.tolist(),
+            per_channel=bool(per_channel), channel_scale_min=float(lam_c.min()),
+            channel_scale_max=float(lam_c.max())))
     return g, report

@@ -20,6 +20,13 @@ never saturate), ``vth_max = 2**vth_bits - 1`` and ``theta = v_threshold - v_res
 
 ``w_eff`` are the float weights times the neuron's input gain (IF ``dt r``, LIF ``dt r / tau``,
 ...), i.e. the weights in units of the membrane potential; see ``docs/fixed-point.md``.
+
+Per-channel quantization (:func:`channel_multipliers`) keeps the observer's layer scale
+``lambda`` and multiplies it per output channel ``k`` by ``m_k = max(1, s_k / lambda)``, where
+``s_k`` is the min/max bound of channel ``k`` alone (its weights in every synapse layer, and its
+thresholds): every channel gets the finer of its own bound and the layer scale. A channel clips
+only where the observer's ``lambda`` exceeds its own bound (percentile, search), so per-channel
+scales saturate exactly the weights that the same observer saturates per layer.
 """
 
 from __future__ import annotations
@@ -50,6 +57,48 @@ def _bounded_scale(w_ref: float, theta_max: float, fmt: LoihiFormat) -> float:
     if not math.isfinite(s):
         raise QuantizationError("layer has neither weights nor threshold to set a scale from")
     return s
+
+
+def channel_fit_scales(w_eff: Sequence[np.ndarray], theta: np.ndarray,
+                       fmt: LoihiFormat) -> np.ndarray:
+    """Per output channel (axis 0), the largest scale at which its weights and thresholds fit.
+
+    ``w_eff``: one array per synapse layer into the neuron, rows = output channels; ``theta``:
+    thresholds of the neuron layer (channel axis 0). A channel with neither weights nor
+    threshold is unbounded (``inf``). The minimum over channels is :class:`MinMaxObserver`'s
+    scale.
+    """
+    top, vth_max = _limits(fmt)
+    theta = np.abs(np.asarray(theta, float))
+    n = theta.shape[0]
+    w_ref = np.zeros(n)
+    for w in w_eff:
+        a = np.abs(np.asarray(w, float)).reshape(n, -1)
+        w_ref = np.maximum(w_ref, a.max(axis=1, initial=0.0))
+    t_ref = theta.reshape(n, -1).max(axis=1, initial=0.0)
+    with np.errstate(divide="ignore", over="ignore"):
+        return np.minimum(np.where(w_ref > 0, top / w_ref, np.inf),
+                          np.where(t_ref > 0, vth_max / t_ref, np.inf))
+
+
+def channel_multipliers(w_eff: Sequence[np.ndarray], theta: np.ndarray, fmt: LoihiFormat,
+                        scale: float) -> np.ndarray:
+    """``m_k = max(1, s_k / scale)``: how much finer than the layer ``scale`` channel ``k`` can be
+    quantized, ``s_k`` from :func:`channel_fit_scales`.
+
+    The layer scale comes from any observer: at min/max's scale ``min_j s_j`` every channel
+    fills its 8 bits; where an observer chose a larger scale (clipping outliers), only the
+    channels whose own bound is below it keep it and clip. Returns ones when the channels
+    cannot be told apart (``theta`` without a channel axis, or a synapse layer whose rows are
+    not the neuron's channels) and for a channel with neither weights nor threshold.
+    """
+    theta = np.asarray(theta, float)
+    if theta.ndim == 0:
+        return np.ones(1)
+    if any(np.ndim(w) == 0 or np.shape(w)[0] != theta.shape[0] for w in w_eff):
+        return np.ones(theta.shape[0])
+    s = channel_fit_scales(w_eff, theta, fmt)
+    return np.where(np.isfinite(s), np.maximum(s / scale, 1.0), 1.0)
 
 
 class ScaleObserver(ABC):

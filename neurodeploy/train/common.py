@@ -26,9 +26,19 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..nn.neurons import SpikingNeuron
+from ..passes.align_pipeline import (  # noqa: F401  (re-exported: moved to passes)
+    CLOCK_SCALE,
+    align_for_pipeline,
+    clock_scales,
+    data_depth,
+)
 
-INPUT_MODES = ("repeat", "first", "frames")
+INPUT_MODES = ("repeat", "first", "frames", "signed_poisson")
+
+#: Mean and standard deviation of sklearn digits' pixels / 16 (all 1797 images): the
+#: normalisation of :func:`signed_poisson` (Lee et al. normalise their images the same way).
+DIGITS_MEAN = 0.3053
+DIGITS_STD = 0.3760
 
 
 @dataclass
@@ -147,9 +157,24 @@ def load_data(cfg: TrainConfig, time_steps: int) -> Split:
     return split
 
 
-def to_steps(x: torch.Tensor, T: int, mode: str) -> torch.Tensor:
-    """Batch ``x`` -> ``[T, B, ...]``: ``repeat`` the image, show it only ``first``, or
-    transpose ``frames`` ``[B, T, ...]``."""
+def signed_poisson(x: torch.Tensor, T: int, seed: int | None = 0, mean: float = DIGITS_MEAN,
+                   std: float = DIGITS_STD, full_scale: float = 16.0) -> torch.Tensor:
+    """Signed Poisson input (Lee et al. 2020): integer images ``[B, ...]`` -> ``[T, B, ...]``.
+
+    Pixels are normalised, ``xn = (x / full_scale - mean) / std``; on every step a pixel emits
+    ``sign(xn)`` with probability ``min(|xn|, 1)``, else 0. ``seed=None`` draws from torch's
+    global generator (training); an integer seed gives the same trains every time.
+    """
+    xn = (x / full_scale - mean) / std
+    p = xn.abs().clamp(max=1.0)
+    g = torch.Generator().manual_seed(seed) if seed is not None else None
+    u = torch.rand((T, *x.shape), generator=g, dtype=x.dtype)
+    return (u < p).to(x.dtype) * torch.sign(xn)
+
+
+def to_steps(x: torch.Tensor, T: int, mode: str, seed: int | None = 0) -> torch.Tensor:
+    """Batch ``x`` -> ``[T, B, ...]``: ``repeat`` the image, show it only ``first``, transpose
+    ``frames`` ``[B, T, ...]``, or draw ``signed_poisson`` spikes (from ``seed``)."""
     if mode == "repeat":
         return x.unsqueeze(0).expand(T, *x.shape).contiguous()
     if mode == "first":
@@ -160,6 +185,8 @@ def to_steps(x: torch.Tensor, T: int, mode: str) -> torch.Tensor:
         if x.shape[1] != T:
             raise ValueError(f"frames have {x.shape[1]} steps, expected {T}")
         return x.transpose(0, 1).contiguous()
+    if mode == "signed_poisson":
+        return signed_poisson(x, T, seed)
     raise ValueError(f"input mode must be one of {INPUT_MODES}, got {mode!r}")
 
 
@@ -280,270 +307,10 @@ def seed_everything(seed: int) -> None:
 # -- export and deployment ------------------------------------------------------------------------
 
 def export_nir(model: nn.Module, input_shape):
-    """``torch_to_nir`` of a float64 copy of ``model``.
-
-    Neurons with a resting potential (``v_leak``, DSR's LIF) get it written into their NIR LIF
-    node when the exporter left it at 0.
-    """
+    """``torch_to_nir`` of a float64 copy of ``model`` (the training model is left as it is)."""
     from ..frontends.torch import torch_to_nir
 
-    m = copy.deepcopy(model).double().eval()
-    graph = torch_to_nir(m, tuple(input_shape))
-    for name, mod in m.named_modules():
-        leak = getattr(mod, "v_leak", None)
-        node = graph.nodes.get(name)
-        if isinstance(mod, SpikingNeuron) and leak and node is not None and hasattr(node,
-                                                                                     "v_leak"):
-            cur = np.asarray(node.v_leak, dtype=np.float64)
-            if not np.any(cur):
-                node.v_leak = np.full_like(cur, float(leak))
-    return graph
-
-
-def _identity_synapse(shape: tuple[int, ...]):
-    import nir
-
-    if len(shape) == 3:
-        c = shape[0]
-        return nir.Conv2d(input_shape=tuple(shape[1:]),
-                          weight=np.eye(c).reshape(c, c, 1, 1), stride=np.array([1, 1]),
-                          padding=np.array([0, 0]), dilation=np.array([1, 1]), groups=1,
-                          bias=np.zeros(c))
-    n = int(np.prod(shape))
-    return nir.Affine(weight=np.eye(n), bias=np.zeros(n))
-
-
-def _relay_neuron(shape: tuple[int, ...]):
-    import nir
-
-    ones = np.ones(shape)
-    return nir.IF(r=ones, v_threshold=0.5 * ones, v_reset=0 * ones,
-                  metadata={"reset": "zero", "v_init": 0.0, "relay": True})
-
-
-def _clock_source(in_shape: tuple[int, ...], shape: tuple[int, ...]):
-    """Synapse and IF of a clock that fires on every step from step 0.
-
-    The synapse reads the graph input with zero weights (so it has an input on every step) and
-    carries the bias 1 that drives the neuron over its threshold 0.5 each step.
-    """
-    import nir
-
-    ones = np.ones(shape)
-    neuron = nir.IF(r=ones, v_threshold=0.5 * ones, v_reset=0 * ones,
-                    metadata={"reset": "zero", "v_init": 0.0, "clock": True})
-    if len(shape) == 3 and len(in_shape) == 3 and all(
-            o <= i for o, i in zip(shape[1:], in_shape[1:], strict=True)):
-        stride = [i // o for o, i in zip(shape[1:], in_shape[1:], strict=True)]
-        kernel = [i - (o - 1) * st for o, i, st in zip(shape[1:], in_shape[1:], stride,
-                                                         strict=True)]
-        syn = nir.Conv2d(input_shape=tuple(in_shape[1:]),
-                         weight=np.zeros((1, in_shape[0], *kernel)), stride=np.array(stride),
-                         padding=np.array([0, 0]), dilation=np.array([1, 1]), groups=1,
-                         bias=np.ones(1))
-    elif len(shape) == 1:
-        syn = nir.Affine(weight=np.zeros((shape[0], int(np.prod(in_shape)))),
-                         bias=np.ones(shape[0]))
-    else:
-        raise ValueError(f"cannot build a clock of shape {shape} from input {in_shape}")
-    return syn, neuron
-
-
-#: Scale (integer units per membrane unit) given to clock sources at quantization: their zero
-#: weights leave the min/max observer nothing to bound the scale with.
-CLOCK_SCALE = 254.0
-
-
-def clock_scales(graph) -> dict[str, float]:
-    """``compile_graph(scales=...)`` entries for the clock sources of an aligned graph."""
-    return {k: CLOCK_SCALE for k, n in graph.nodes.items()
-            if n.metadata.get("clock") and not n.metadata.get("relay")}
-
-
-def align_for_pipeline(graph):
-    """Make a graph's transient on pipelined hardware match training-time timing.
-
-    Every synapse layer delays by one step on Loihi/Lava, so a neuron ``d`` synapse layers
-    deep first sees the input at step ``d``. Two rewrites of the lowered graph, exact for
-    feed-forward graphs (every neuron then sees, from step ``d`` on, what it saw from step 0 in
-    training):
-
-    * **Branch alignment.** Where synapses of different depth meet in one neuron (residual
-      shortcuts), the shorter branch gets relay stages: an identity synapse and an IF that copies
-      binary spikes (threshold 0.5, reset to 0), one per missing step.
-    * **Biases.** A bias is integrated on every step, also on the ``d`` steps before the first
-      input arrives. Where possible the initial membrane is lowered (raised) so that ``d`` steps
-      of bias alone bring it to the trained ``v_init`` (pre-charge, :func:`_clocked_bias`). A
-      channel whose pre-charge would have to start at or above the threshold (a negative bias
-      that would fire early) instead takes its bias from a *clock*: a chain of neurons that
-      fire on every step, the ``k``-th from step ``k`` on (a source driven by a unit bias, then
-      relays). A neuron ``d`` deep takes it through a 1x1 (or one-column) synapse from clock
-      ``d - 1``, so it starts exactly with the input. Clock neurons: one per spatial position
-      per depth.
-      Compile with ``scales=clock_scales(graph)`` and read out after :func:`data_depth` steps
-      (the clock source reads the input with zero weights, which adds one synapse layer to the
-      compiler's depth count on paths through a clock).
-
-    Returns a new lowered graph (``compile_graph`` lowers it again as a no-op).
-    """
-    import nir
-
-    from ..graph import evaluation_order, is_neuron, predecessors
-    from ..passes import lower_for_hardware
-
-    g = lower_for_hardware(graph)
-    dt = float(g.metadata.get("dt", 1.0))
-    order, back = evaluation_order(g)
-    synapse_types = (nir.Affine, nir.Conv2d)
-    depth: dict[str, int] = {}
-    clocks: dict[tuple, str] = {}
-
-    def clock(level: int, shape: tuple[int, ...]) -> str:
-        key = (level, shape)
-        if key not in clocks:
-            tag = "x".join(str(v) for v in shape)
-            name = f"clock{level}_{tag}"
-            if level == 0:
-                inp = next(k for k, n in g.nodes.items() if isinstance(n, nir.Input))
-                in_shape = tuple(int(v) for v in g.nodes[inp].output_type["output"])
-                syn, neuron = _clock_source(in_shape, shape)
-                g.nodes[f"{name}.syn"], g.nodes[name] = syn, neuron
-                g.edges += [(inp, f"{name}.syn"), (f"{name}.syn", name)]
-            else:
-                prev = clock(level - 1, shape)
-                syn = f"{name}.syn"
-                g.nodes[syn] = _identity_synapse(shape)
-                g.nodes[name] = _relay_neuron(shape)
-                g.edges += [(prev, syn), (syn, name)]
-            clocks[key] = name
-        return clocks[key]
-
-    for name in order:
-        node = g.nodes[name]
-        preds = [p for p in predecessors(g)[name] if (p, name) not in back]
-        if not is_neuron(node):
-            base = max((depth[p] for p in preds), default=0)
-            depth[name] = base + (1 if isinstance(node, synapse_types) else 0)
-            continue
-        want = max((depth[p] for p in preds), default=0)
-        for syn in preds:
-            missing = want - depth[syn]
-            src = [p for p in predecessors(g)[syn] if (p, syn) not in back]
-            if missing <= 0 or len(src) != 1 or not is_neuron(g.nodes[src[0]]):
-                continue
-            shape = tuple(int(v) for v in g.nodes[src[0]].output_type["output"])
-            prev, d = src[0], depth[src[0]]
-            g.edges.remove((src[0], syn))
-            for k in range(missing):
-                sname, rname = f"{syn}.align{k}", f"{syn}.align{k}.relay"
-                g.nodes[sname] = _identity_synapse(shape)
-                g.nodes[rname] = _relay_neuron(shape)
-                g.edges += [(prev, sname), (sname, rname)]
-                depth[sname] = depth[rname] = d + k + 1
-                prev = rname
-            g.edges.append((prev, syn))
-            depth[syn] += missing
-        depth[name] = want
-        syns = [p for p in preds if isinstance(g.nodes[p], synapse_types)]
-        bias = _clocked_bias(g, name, node, syns, want, dt) if want >= 1 else None
-        if bias is not None:
-            shape = tuple(int(v) for v in node.output_type["output"])
-            cshape = (1, *shape[1:]) if len(shape) == 3 else (1,)
-            src = clock(want - 1, cshape)
-            bname = f"{name}.bias"
-            if len(shape) == 3:
-                g.nodes[bname] = nir.Conv2d(
-                    input_shape=tuple(shape[1:]), weight=bias.reshape(-1, 1, 1, 1),
-                    stride=np.array([1, 1]), padding=np.array([0, 0]),
-                    dilation=np.array([1, 1]), groups=1, bias=np.zeros(shape[0]))
-            else:
-                g.nodes[bname] = nir.Affine(weight=bias.reshape(-1, 1), bias=np.zeros(shape[0]))
-            g.edges += [(src, bname), (bname, name)]
-            depth[bname] = want
-    g = nir.NIRGraph(nodes=g.nodes, edges=g.edges, metadata=g.metadata, type_check=False)
-    _set_types(g)
-    return lower_for_hardware(g)
-
-
-def _clocked_bias(g, name, node, synapses, d: int, dt: float) -> np.ndarray | None:
-    """Handle the bias of neuron ``name`` (``d`` synapse layers deep) for pipelined timing.
-
-    Per channel (unit), either *pre-charge*: keep the bias in the neuron and start the membrane
-    where ``d`` steps of bias alone bring it to ``v_init`` (IF: ``v0 = v_init - d r B``; LIF:
-    ``v0 = v* + (v_init - v*) / a**d``, ``a = 1 - dt/tau``, ``v* = v_leak + r B``), possible when
-    ``v0`` stays below the threshold (no early spike) and within 16 thresholds of it; or *clock*
-    it: remove it from the synapses and return it (zero elsewhere) as the weights of a synapse
-    from the clock. Returns ``None`` when no channel needs the clock.
-    """
-    import nir
-
-    biases = [np.asarray(g.nodes[s].bias, dtype=np.float64) for s in synapses]
-    if not any(np.any(b) for b in biases):
-        return None
-    B = sum(biases[1:], biases[0])
-    if B.ndim != 1:
-        raise ValueError(f"node {name!r}: per-position biases cannot be aligned")
-    shape = tuple(int(v) for v in node.output_type["output"])
-
-    def per_channel(a):
-        a = np.broadcast_to(np.asarray(a, dtype=np.float64), shape)
-        return a.reshape(shape[0], -1)
-
-    v_init = per_channel(node.metadata.get("v_init", 0.0))
-    theta = per_channel(node.v_threshold) - per_channel(node.v_reset)
-    r = per_channel(node.r)
-    Bc = B[:, None]
-    if isinstance(node, nir.IF):
-        v0 = v_init - d * dt * r * Bc
-    elif isinstance(node, nir.LIF):
-        a = 1.0 - dt / per_channel(node.tau)
-        v_star = per_channel(node.v_leak) + r * Bc
-        v0 = v_star + (v_init - v_star) / a ** d
-    else:
-        raise ValueError(f"node {name!r}: {type(node).__name__} cannot be aligned")
-    rel = (v0 - per_channel(node.v_reset)) / theta
-    ok = np.all((rel < 1.0 - 1e-6) & (rel > -16.0), axis=1)  # per channel; 24-bit v headroom
-    node.metadata = dict(node.metadata)
-    node.metadata["v_init"] = np.where(ok[:, None], v0, v_init).reshape(shape)
-    if np.all(ok):
-        return None
-    for s, b in zip(synapses, biases, strict=True):
-        g.nodes[s].bias = np.where(ok, b, 0.0)
-    return np.where(ok, 0.0, B)
-
-
-def _set_types(g) -> None:
-    """Input/output types of the nodes this module creates, from their neighbours."""
-    import nir
-
-    from ..graph import predecessors
-
-    pred = predecessors(g)
-    for name, node in g.nodes.items():
-        if isinstance(node, nir.Affine) and pred[name]:
-            src = g.nodes[pred[name][0]]
-            node.input_type = {"input": np.asarray(src.output_type["output"])}
-
-
-def data_depth(graph) -> int:
-    """Pipeline depth of the data path (synapse layers from the input to the output), ignoring
-    the clock chains of :func:`align_for_pipeline`, whose source fires from step 0 although it
-    sits one synapse layer below the input."""
-    import nir
-
-    from ..graph import evaluation_order, is_neuron, predecessors
-
-    order, back = evaluation_order(graph)
-    pred = predecessors(graph)
-    clock = {k for k, n in graph.nodes.items() if n.metadata.get("clock")}
-    clock |= {k for k in graph.nodes if any(p in clock for p in pred[k])}
-    depth: dict[str, int] = {}
-    for n in order:
-        ps = [p for p in pred[n] if (p, n) not in back and p not in clock]
-        step = 1 if isinstance(graph.nodes[n], (nir.Affine, nir.Conv2d)) and not is_neuron(
-            graph.nodes[n]) else 0
-        depth[n] = max((depth[p] for p in ps), default=0) + step
-    return max(depth[o] for o, node in graph.nodes.items() if isinstance(node, nir.Output))
+    return torch_to_nir(copy.deepcopy(model).double().eval(), tuple(input_shape))
 
 
 def spike_count(activity: dict, graph, network_only: bool = False) -> np.ndarray:
@@ -568,20 +335,16 @@ def deploy(result: TrainResult, split: Split, limit: int | None = None, batch: i
            backend: str = "native", align: bool = True) -> dict:
     """Compile ``result.model`` for loihi-sim and run the test set on the fixed-point engine.
 
-    ``align``: apply :func:`align_for_pipeline` before compiling. Returns loihi-sim accuracy,
-    mean spikes per inference (all neuron layers over the whole run; and without the relays and
-    clocks of the alignment), pipeline depth and saturated weights.
+    ``align``: compile with pipeline alignment (``compile_graph(align=True)``). Returns
+    loihi-sim accuracy, mean spikes per inference (all neuron layers over the whole run; and
+    without the relays and clocks of the alignment), pipeline depth and saturated weights.
     """
     from .. import runtime
     from ..compiler import compile_graph
 
     graph = export_nir(result.model, result.input_shape)
-    if align:
-        graph = align_for_pipeline(graph)
-    cm = compile_graph(graph, time_steps=result.deploy_steps, scales=clock_scales(graph),
+    cm = compile_graph(graph, time_steps=result.deploy_steps, align=align,
                        source={"input_shape": list(result.input_shape), "arch": result.arch})
-    if align:
-        cm.meta["pipeline_depth"] = data_depth(cm.graph)
     xs, ys = split.x_test, split.y_test
     if limit:
         xs, ys = xs[:limit], ys[:limit]

@@ -34,41 +34,27 @@ from torch import nn
 
 from .. import zoo
 from . import register
-from .common import (
+from .common import (  # noqa: F401  (DIGITS_MEAN/STD, signed_poisson: re-exported)
+    DIGITS_MEAN,
+    DIGITS_STD,
     CurrentProbe,
     Split,
     TrainConfig,
     TrainResult,
     load_data,
     seed_everything,
+    signed_poisson,
     to_steps,
     train_loop,
 )
 from .spide import limit_test
 
-#: Mean and standard deviation of sklearn digits' pixels / 16 (all 1797 images).
-DIGITS_MEAN = 0.3053
-DIGITS_STD = 0.3760
-INPUT_MODE = "signed_poisson"
-
-
-def signed_poisson(x: torch.Tensor, T: int, seed: int | None = 0, mean: float = DIGITS_MEAN,
-                   std: float = DIGITS_STD, full_scale: float = 16.0) -> torch.Tensor:
-    """Integer image batch ``[B, ...]`` (0..``full_scale``) -> signed spikes ``[T, B, ...]``.
-
-    ``seed=None`` draws from torch's global generator (training); an integer seed makes the
-    spike trains reproducible (evaluation and deployment see the same input).
-    """
-    xn = (x / full_scale - mean) / std
-    p = xn.abs().clamp(max=1.0)
-    g = torch.Generator().manual_seed(seed) if seed is not None else None
-    u = torch.rand((T, *x.shape), generator=g, dtype=x.dtype)
-    return (u < p).to(x.dtype) * torch.sign(xn)
+INPUT_MODE = "signed_poisson"  # :func:`neurodeploy.train.common.signed_poisson`
 
 
 def encode(x: torch.Tensor, T: int, mode: str, seed: int | None = 0) -> torch.Tensor:
-    """``signed_poisson`` for direct images, else :func:`neurodeploy.train.common.to_steps`."""
-    return signed_poisson(x, T, seed) if mode == INPUT_MODE else to_steps(x, T, mode)
+    """:func:`neurodeploy.train.common.to_steps` (``signed_poisson`` for direct images)."""
+    return to_steps(x, T, mode, seed)
 
 
 def lee_logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:

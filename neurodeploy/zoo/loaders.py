@@ -31,7 +31,6 @@ Dspike, Shortcut back-propagation and the ACML single-step paper have no public 
 from __future__ import annotations
 
 import math
-import pickle
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -51,19 +50,9 @@ DEFAULT_TIME_STEPS = {"dsr": 20, "ltl": 16, "spide": 30, "ide": 30, "lee": 100}
 
 def read_checkpoint(path: str | Path, trust_pickle: bool = False):
     """``torch.load`` an official checkpoint safely; returns the loaded object."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputFileError(f"{path}: no such file")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        if not trust_pickle:
-            raise InputFileError(
-                f"{path}: refused to unpickle: the file holds Python objects beyond tensors; "
-                "pass --trust-pickle if you trust it") from e
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:
-        raise InputFileError(f"{path}: not a readable PyTorch checkpoint ({e})") from e
+    from ..checkpoint import torch_load
+
+    return torch_load(path, trust_pickle, official=True)
 
 
 def unwrap(obj) -> tuple[dict[str, torch.Tensor], dict]:
@@ -304,6 +293,11 @@ LOADERS: dict[str, tuple[str, Callable]] = {
     "dsr-preact-resnet18": ("dsr", load_dsr), "dsr-vgg11": ("dsr", load_dsr),
     "dsr": ("dsr", load_dsr), "ltl-vgg11": ("ltl", load_ltl), "ltl": ("ltl", load_ltl),
 }
+
+
+def official_archs() -> set[str]:
+    """Names :func:`load_foreign` accepts: architectures and method names."""
+    return set(_other_loaders()) | set(LOADERS)
 
 
 def load_foreign(obj, arch: str, **kw) -> tuple[nn.Module, dict]:

@@ -21,12 +21,19 @@ from lava.magma.core.model.py.type import LavaPyType
 from lava.magma.core.resources import CPU
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
-from neurodeploy.backends.lava.processes import EventSource, LIFSubtract, TernaryLIFSubtract
+from neurodeploy.backends.lava.processes import (
+    EventSource,
+    LIFSubtract,
+    LIFZero,
+    TernaryLIFSubtract,
+)
 from neurodeploy.fixedpoint import STAT_U_WRAP, STAT_V_CLIP, lif_step
 
 __all__ = [
     "PyLIFSubtractModelFixed",
     "PyLIFSubtractModelFloat",
+    "PyLIFZeroModelFixed",
+    "PyLIFZeroModelFloat",
     "PyTernaryLIFSubtractModelFixed",
     "PyTernaryLIFSubtractModelFloat",
     "PyEventSourceModelFixed",
@@ -34,8 +41,8 @@ __all__ = [
 ]
 
 
-class _AbstractSubtractModelFixed(PyLoihiProcessModel):
-    """Shared fixed-point step: ``lif_step(..., reset="subtract")`` plus overflow counters."""
+class _AbstractLIFModelFixed(PyLoihiProcessModel):
+    """Shared fixed-point step: ``lif_step(..., reset=_reset)`` plus overflow counters."""
 
     a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
     s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
@@ -49,6 +56,8 @@ class _AbstractSubtractModelFixed(PyLoihiProcessModel):
     n_clip_v: np.ndarray = LavaPyType(np.ndarray, np.int32)
     #: ``lif_step`` keyword -> name of the threshold Var that feeds it.
     _threshold_vars: dict[str, str] = {}
+    #: ``lif_step``'s reset mode: ``"subtract"`` or ``"zero"``.
+    _reset: str = "subtract"
 
     def run_spk(self) -> None:
         a_in = self.a_in.recv()
@@ -62,7 +71,7 @@ class _AbstractSubtractModelFixed(PyLoihiProcessModel):
             dv=self.dv,
             bias_mant=self.bias_mant,
             bias_exp=self.bias_exp,
-            reset="subtract",
+            reset=self._reset,
             stats=stats,
             **thresholds,
         )
@@ -73,20 +82,35 @@ class _AbstractSubtractModelFixed(PyLoihiProcessModel):
         self.s_out.send(s.astype(np.int32))
 
 
-@implements(proc=LIFSubtract, protocol=LoihiProtocol)
-@requires(CPU)
-@tag("fixed_pt")
-class PyLIFSubtractModelFixed(_AbstractSubtractModelFixed):
-    """Bit-accurate LIF with subtractive reset (Lava's ``PyLifModelBitAcc`` otherwise)."""
+class _AbstractVthModelFixed(_AbstractLIFModelFixed):
+    """One per-neuron threshold Var ``vth`` (binary spikes)."""
 
     vth: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=17)
     _threshold_vars = {"vth": "vth"}
 
 
+@implements(proc=LIFSubtract, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("fixed_pt")
+class PyLIFSubtractModelFixed(_AbstractVthModelFixed):
+    """Bit-accurate LIF with subtractive reset (Lava's ``PyLifModelBitAcc`` otherwise)."""
+
+    _reset = "subtract"
+
+
+@implements(proc=LIFZero, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("fixed_pt")
+class PyLIFZeroModelFixed(_AbstractVthModelFixed):
+    """Bit-accurate LIF with reset to zero and a per-neuron ``vth`` (``PyLifModelBitAcc``)."""
+
+    _reset = "zero"
+
+
 @implements(proc=TernaryLIFSubtract, protocol=LoihiProtocol)
 @requires(CPU)
 @tag("fixed_pt")
-class PyTernaryLIFSubtractModelFixed(_AbstractSubtractModelFixed):
+class PyTernaryLIFSubtractModelFixed(_AbstractLIFModelFixed):
     """Bit-accurate ternary LIF with subtractive reset; sends int32 -1/0/+1."""
 
     vth_hi: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=24)
@@ -94,8 +118,9 @@ class PyTernaryLIFSubtractModelFixed(_AbstractSubtractModelFixed):
     _threshold_vars = {"vth": "vth_hi", "vth_lo": "vth_lo"}
 
 
-class _AbstractSubtractModelFloat(PyLoihiProcessModel):
-    """Float LIF: ``u = u*(1-du) + a_in``; ``v = v*(1-dv) + u + bias_mant``; subtractive reset."""
+class _AbstractLIFModelFloat(PyLoihiProcessModel):
+    """Float LIF: ``u = u*(1-du) + a_in``; ``v = v*(1-dv) + u + bias_mant``; then the reset:
+    ``v -= vth`` (``_reset = "subtract"``) or ``v = 0`` (``"zero"``) where a spike was sent."""
 
     a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
     s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
@@ -110,6 +135,7 @@ class _AbstractSubtractModelFloat(PyLoihiProcessModel):
     #: Names of the upper and (ternary only) lower threshold Vars.
     _vth_hi_var: str = "vth"
     _vth_lo_var: str | None = None
+    _reset: str = "subtract"
 
     def run_spk(self) -> None:
         a_in = self.a_in.recv()
@@ -120,23 +146,41 @@ class _AbstractSubtractModelFloat(PyLoihiProcessModel):
         hi = getattr(self, self._vth_hi_var)
         lo = getattr(self, self._vth_lo_var) if self._vth_lo_var else np.full_like(self.v, -np.inf)
         s = (self.v > hi).astype(float) - (self.v < lo)
-        self.v[:] -= np.where(s > 0, hi, np.where(s < 0, lo, 0.0))
+        if self._reset == "zero":
+            self.v[s != 0] = 0.0
+        else:
+            self.v[:] -= np.where(s > 0, hi, np.where(s < 0, lo, 0.0))
         self.s_out.send(s)
+
+
+class _AbstractVthModelFloat(_AbstractLIFModelFloat):
+    """One per-neuron threshold Var ``vth`` (binary spikes)."""
+
+    vth: np.ndarray = LavaPyType(np.ndarray, float)
 
 
 @implements(proc=LIFSubtract, protocol=LoihiProtocol)
 @requires(CPU)
 @tag("floating_pt")
-class PyLIFSubtractModelFloat(_AbstractSubtractModelFloat):
+class PyLIFSubtractModelFloat(_AbstractVthModelFloat):
     """Float LIF with subtractive reset: ``s = v > vth``; ``v -= vth`` where ``s``."""
 
-    vth: np.ndarray = LavaPyType(np.ndarray, float)
+    _reset = "subtract"
+
+
+@implements(proc=LIFZero, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("floating_pt")
+class PyLIFZeroModelFloat(_AbstractVthModelFloat):
+    """Float LIF with reset to zero and a per-neuron ``vth``: ``s = v > vth``; ``v = 0``."""
+
+    _reset = "zero"
 
 
 @implements(proc=TernaryLIFSubtract, protocol=LoihiProtocol)
 @requires(CPU)
 @tag("floating_pt")
-class PyTernaryLIFSubtractModelFloat(_AbstractSubtractModelFloat):
+class PyTernaryLIFSubtractModelFloat(_AbstractLIFModelFloat):
     """Float ternary LIF: ``+1`` above ``vth_hi`` (``v -= vth_hi``), ``-1`` below ``vth_lo``
     (``v -= vth_lo``)."""
 

@@ -2,6 +2,8 @@
 
 * :class:`LIFSubtract` -- Lava's ``LIF`` with *subtractive* reset (``v -= vth`` at a spike) and a
   per-neuron threshold, plus overflow counters.
+* :class:`LIFZero` -- Lava's ``LIF`` (reset to zero) with a per-neuron threshold, for layers
+  quantized with one scale per output channel; the stock ``LIF`` has one ``vth`` per process.
 * :class:`TernaryLIFSubtract` -- ternary (+1/0/-1) LIF with subtractive reset, as SPIDE needs.
   Lava's own ``TernaryLIF`` only resets to zero and has population-wide thresholds, so it cannot
   express this; we keep the stock one for zero reset.
@@ -28,7 +30,7 @@ from lava.magma.core.process.process import AbstractProcess, LogConfig
 from lava.magma.core.process.variable import Var
 from lava.proc.lif.process import AbstractLIF
 
-__all__ = ["LIFSubtract", "TernaryLIFSubtract", "EventSource"]
+__all__ = ["LIFSubtract", "LIFZero", "TernaryLIFSubtract", "EventSource"]
 
 
 def _shape_tuple(shape) -> tuple[int, ...]:
@@ -38,24 +40,12 @@ def _shape_tuple(shape) -> tuple[int, ...]:
     return shape
 
 
-class LIFSubtract(AbstractLIF):
-    """LIF neurons whose voltage drops by the threshold at a spike instead of resetting to 0.
+class _PerNeuronLIF(AbstractLIF):
+    """Lava's ``LIF`` ports and Vars with a per-neuron ``vth`` and overflow counters.
 
-    Same ports and Vars as Lava's ``LIF`` (``a_in``, ``s_out``, ``u``, ``v``, ``du``, ``dv``,
-    ``vth``, ``bias_mant``, ``bias_exp``), except that ``vth`` is per neuron (a scalar init is
-    broadcast). Dynamics, fixed point (``tag "fixed_pt"``, see
-    :func:`neurodeploy.fixedpoint.lif_step` with ``reset="subtract"``)::
-
-        u = decay(u, du + 1) + (a_in << 6), then one conditional 24-bit wrap
-        v = clip(decay(v, dv) + u + (bias_mant << bias_exp), +-(2**23 - 1))
-        s = v > (vth << 6);  v -= (vth << 6) where s
-
-    Floating point (``tag "floating_pt"``): ``u = u*(1-du) + a_in``;
-    ``v = v*(1-dv) + u + bias_mant``; ``s = v > vth``; ``v -= vth`` where ``s`` (``bias_exp`` is
-    ignored, as in Lava's float LIF).
-
-    Extra Vars ``n_wrap_u`` and ``n_clip_v`` (per neuron, int) count how often the fixed-point
-    model wrapped ``u`` or saturated ``v``; they stay 0 in floating point.
+    Base of :class:`LIFSubtract` and :class:`LIFZero`, which differ only in the reset; a scalar
+    ``vth`` is broadcast. Extra Vars ``n_wrap_u`` and ``n_clip_v`` (per neuron, int) count how
+    often the fixed-point model wrapped ``u`` or saturated ``v``; they stay 0 in floating point.
     """
 
     def __init__(
@@ -87,6 +77,38 @@ class LIFSubtract(AbstractLIF):
         self.vth = Var(shape=shape, init=np.broadcast_to(vth, shape).copy())
         self.n_wrap_u = Var(shape=shape, init=0)
         self.n_clip_v = Var(shape=shape, init=0)
+
+
+class LIFSubtract(_PerNeuronLIF):
+    """LIF neurons whose voltage drops by the threshold at a spike instead of resetting to 0.
+
+    Same ports and Vars as Lava's ``LIF`` (``a_in``, ``s_out``, ``u``, ``v``, ``du``, ``dv``,
+    ``vth``, ``bias_mant``, ``bias_exp``), except that ``vth`` is per neuron (a scalar init is
+    broadcast). Dynamics, fixed point (``tag "fixed_pt"``, see
+    :func:`neurodeploy.fixedpoint.lif_step` with ``reset="subtract"``)::
+
+        u = decay(u, du + 1) + (a_in << 6), then one conditional 24-bit wrap
+        v = clip(decay(v, dv) + u + (bias_mant << bias_exp), +-(2**23 - 1))
+        s = v > (vth << 6);  v -= (vth << 6) where s
+
+    Floating point (``tag "floating_pt"``): ``u = u*(1-du) + a_in``;
+    ``v = v*(1-dv) + u + bias_mant``; ``s = v > vth``; ``v -= vth`` where ``s`` (``bias_exp`` is
+    ignored, as in Lava's float LIF).
+
+    Extra Vars ``n_wrap_u`` and ``n_clip_v`` (per neuron, int) count how often the fixed-point
+    model wrapped ``u`` or saturated ``v``; they stay 0 in floating point.
+    """
+
+
+class LIFZero(_PerNeuronLIF):
+    """Lava's ``LIF`` (reset to 0 at a spike) with a per-neuron threshold.
+
+    Lava's stock ``LIF`` has one scalar ``vth`` per process; a layer quantized with one scale per
+    output channel needs one threshold per channel. Fixed point (``tag "fixed_pt"``) is
+    :func:`neurodeploy.fixedpoint.lif_step` with ``reset="zero"``, which equals Lava's
+    ``PyLifModelBitAcc`` neuron by neuron; floating point is Lava's float LIF with ``vth`` per
+    neuron. Same overflow counters as :class:`LIFSubtract`.
+    """
 
 
 class TernaryLIFSubtract(AbstractLIF):

@@ -7,8 +7,10 @@ Mapping (one Lava process per node):
   counts, and with binary messages Lava would treat a count of 2 as one spike;
 * Conv2d -> ``lava.proc.conv.Conv``; Lava stores images as (X, Y, C) = (W, H, C) and computes a
   true convolution, so kernels are flipped and transposed to (C_out, W, H, C_in);
-* IF/LIF/CubaLIF with reset to zero -> Lava's stock ``LIF``; with reset by subtraction -> our
-  ``LIFSubtract`` (bit-accurate model in ``models.py``);
+* IF/LIF/CubaLIF with reset to zero -> Lava's stock ``LIF`` where the layer has one threshold,
+  our ``LIFZero`` where thresholds differ (per-channel scales; Lava's ``LIF`` has one ``vth``
+  per process); with reset by subtraction -> our ``LIFSubtract`` (bit-accurate models in
+  ``models.py``);
 * Input -> our ``EventSource`` that injects only the events that occurred.
 
 Timing: every synapse process adds one step (docs/timing.md); callers run ``T + depth`` steps.
@@ -22,9 +24,9 @@ from lava.proc.conv.process import Conv
 from lava.proc.dense.process import Dense
 from lava.proc.lif.process import LIF
 
-from ....errors import GraphError, QuantizationError
+from ....errors import GraphError
 from ....graph import evaluation_order, is_neuron, predecessors, successors
-from ..processes import EventSource, LIFSubtract
+from ..processes import EventSource, LIFSubtract, LIFZero
 from ..run_utils import run_and_record
 
 
@@ -84,8 +86,11 @@ class LavaNetwork:
                 self.procs[name] = _neuron(name, node)
             elif isinstance(node, (nir.Affine, nir.Conv2d)):
                 src_shape_n = graph.nodes[pred[name][0]].output_type["output"]
+                dst = [graph.nodes[k] for k in succ[name] if is_neuron(graph.nodes[k])]
                 self.procs[name] = _synapse(name, node, src_shape_n,
-                                            from_input=pred[name] == [self.input])
+                                            from_input=pred[name] == [self.input],
+                                            out_shape=dst[0].output_type["output"] if dst
+                                            else None)
             else:
                 raise GraphError(f"node {name!r}: {type(node).__name__} has no Lava mapping; "
                                  "lower the graph first")
@@ -99,6 +104,8 @@ class LavaNetwork:
             src = self.out_port[a]
             if isinstance(nb, nir.Affine) and len(src.shape) > 1:
                 src = src.flatten()
+            if isinstance(graph.nodes[a], nir.Affine) and port_in.shape != src.shape:
+                src = src.reshape(port_in.shape)  # a dense synapse into a (W, H, C) layer
             src.connect(port_in)
         self.neurons = [k for k, n in graph.nodes.items() if is_neuron(n)]
 
@@ -141,17 +148,19 @@ def _neuron(name: str, node):
         return LIFSubtract(vth=lay(q["vth"]), **kw)
     vth = np.asarray(q["vth"])
     if not np.all(vth == vth.flat[0]):
-        raise QuantizationError(f"node {name!r}: Lava's LIF has one threshold per layer")
+        return LIFZero(vth=lay(vth), **kw)
     return LIF(vth=int(vth.flat[0]), **kw)
 
 
-def _synapse(name: str, node, in_shape, from_input: bool):
+def _synapse(name: str, node, in_shape, from_input: bool, out_shape=None):
     q = node.metadata["loihi"]
     w = np.asarray(q["weight_mant"], np.int64)
     in_shape = tuple(int(s) for s in in_shape)
     if isinstance(node, nir.Affine):
         if len(in_shape) == 3 and not from_input:
             w = w[:, _flat_perm(in_shape)]
+        if out_shape is not None and len(out_shape) == 3:
+            w = w[_flat_perm(out_shape), :]
         return Dense(weights=w, weight_exp=int(q["weight_exp"]), num_weight_bits=8,
                      num_message_bits=16 if from_input else 0, name=name)
     lw = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(0, 3, 2, 1))
