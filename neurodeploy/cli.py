@@ -78,7 +78,7 @@ def compile_cmd(
              "(a few hundred samples are used)")
                          ] = None,
     observer: Annotated[Observer | None, typer.Option(
-        help="how layer scales are chosen [default: search with --calibrate, else minmax]")
+        help="how layer scales are chosen (default: search with --calibrate, else minmax)")
                         ] = None,
     convert: Annotated[bool | None, typer.Option(
         "--convert/--no-convert", help="convert a ReLU ANN (.onnx, .pt2, TorchScript .pt) to "
@@ -90,8 +90,8 @@ def compile_cmd(
         "branches, so the deployed network reproduces the trained one")] = True,
     per_channel: Annotated[bool | None, typer.Option(
         "--per-channel/--per-layer", help="one scale per output channel (per-neuron thresholds)"
-        " or one per layer [default: per channel where the target allows per-neuron "
-        "thresholds]")] = None,
+        " or one per layer (default: per channel where the target allows per-neuron "
+        "thresholds)")] = None,
 ):
     """Export to NIR, lower, quantize to Loihi fixed point and write one .ndp artifact."""
     from . import artifact
