@@ -299,6 +299,22 @@ def train_loop(split: Split, cfg: TrainConfig, *, epochs: int, batch: int,
     return history
 
 
+def adam_cosine(params, lr: float, iters: int):
+    """Adam with a cosine learning-rate decay over ``iters`` optimiser steps."""
+    opt = torch.optim.Adam(params, lr=lr)
+    return opt, torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, iters))
+
+
+def update(opt, loss: torch.Tensor, sched=None) -> float:
+    """One optimiser step on ``loss`` (then one scheduler step); returns the loss value."""
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    if sched is not None:
+        sched.step()
+    return float(loss.detach())
+
+
 def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
     np.random.seed(seed)

@@ -39,6 +39,7 @@ from .common import (
     TrainConfig,
     TrainResult,
     accuracy,
+    adam_cosine,
     calibrate_readout,
     input_mode,
     load_data,
@@ -46,6 +47,7 @@ from .common import (
     seed_everything,
     to_steps,
     train_loop,
+    update,
 )
 
 
@@ -140,9 +142,8 @@ def train(cfg: TrainConfig) -> TrainResult:
     every, step_mult = cfg.get("fdg_every", 50), cfg.get("fdg_step", 1.5)
     b_min, b_max = cfg.get("b_min", 0.5), cfg.get("b_max", 10.0)
     n_dirs, eps = cfg.get("fdg_dirs", 4), cfg.get("fdg_eps", 1e-2)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    iters = epochs * math.ceil(len(split.x_train) / batch)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, iters))
+    opt, sched = adam_cosine(model.parameters(), lr,
+                             epochs * math.ceil(len(split.x_train) / batch))
     gen = torch.Generator().manual_seed(cfg.seed + 1)
     b_trace: list[dict] = []
 
@@ -158,11 +159,7 @@ def train(cfg: TrainConfig) -> TrainResult:
             b_trace.append({"iteration": it, "b": best, "cosine": sims})
         model.train()
         loss = F.cross_entropy(readout_logits(model, x), yb)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        return float(loss.detach())
+        return update(opt, loss, sched)
 
     def evaluate():
         return accuracy(lambda x: readout_logits(model, x), model, split, T, mode)

@@ -34,6 +34,7 @@ from .common import (
     seed_everything,
     to_steps,
     train_loop,
+    update,
 )
 
 
@@ -97,11 +98,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     def step(xb, yb, it):
         model.train()
         loss = F.cross_entropy(dsr_logits(model, to_steps(xb, T, mode)), yb)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        return float(loss.detach())
+        return update(opt, loss, sched)
 
     def evaluate():
         return accuracy(lambda x: dsr_logits(model, x), model, split, T, mode)

@@ -46,6 +46,7 @@ from .common import (  # noqa: F401  (DIGITS_MEAN/STD, signed_poisson: re-export
     signed_poisson,
     to_steps,
     train_loop,
+    update,
 )
 from .spide import limit_test
 
@@ -159,11 +160,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         model.train()
         out = lee_logits(model, encode(xb, T, mode, seed=None))
         loss = ((out - eye[yb]) ** 2).sum(1).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        return float(loss.detach())
+        return update(opt, loss, sched)
 
     history = train_loop(split, cfg, epochs=epochs, batch=batch, step=step,
                          evaluate=lambda: lee_accuracy(model, split, T, mode), method="lee")

@@ -33,6 +33,7 @@ from .common import (
     TrainConfig,
     TrainResult,
     accuracy,
+    adam_cosine,
     calibrate_readout,
     input_mode,
     load_data,
@@ -40,6 +41,7 @@ from .common import (
     seed_everything,
     to_steps,
     train_loop,
+    update,
 )
 
 
@@ -99,10 +101,7 @@ def train_teacher(teacher: LTLTeacher, split, cfg: TrainConfig, epochs: int, bat
         teacher.train()
         _, logits = teacher(xb)
         loss = F.cross_entropy(logits, yb)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        return float(loss.detach())
+        return update(opt, loss)
 
     def evaluate():
         teacher.eval()
@@ -144,9 +143,8 @@ def train(cfg: TrainConfig) -> TrainResult:
         kaiming_init(model, cfg.get("init_gain", 1.0))
     with torch.no_grad():
         model.conv1.module.weight /= cfg.get("input_scale", 16.0)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(
-        opt, max(1, epochs * math.ceil(len(split.x_train) / batch)))
+    opt, sched = adam_cosine(model.parameters(), lr,
+                             epochs * math.ceil(len(split.x_train) / batch))
 
     def step(xb, yb, it):
         model.train()
@@ -154,11 +152,7 @@ def train(cfg: TrainConfig) -> TrainResult:
             acts, _ = teacher(xb)
         rates, logits = local_forward(model, to_steps(xb, T, mode))
         loss, _ = ltl_loss(rates, logits, teacher_targets(acts), yb)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        return float(loss.detach())
+        return update(opt, loss, sched)
 
     def evaluate():
         return accuracy(lambda x: readout_logits(model, x), model, split, T, mode)

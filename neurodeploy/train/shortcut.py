@@ -33,6 +33,7 @@ from .common import (
     TrainConfig,
     TrainResult,
     accuracy,
+    adam_cosine,
     calibrate_readout,
     input_mode,
     load_data,
@@ -40,6 +41,7 @@ from .common import (
     seed_everything,
     to_steps,
     train_loop,
+    update,
 )
 
 
@@ -115,20 +117,15 @@ def train(cfg: TrainConfig) -> TrainResult:
               threshold=1.0, reset="zero", surrogate="atan")
     net = AuxiliaryBranches(zoo.build(arch, **kw), split.classes)
     lam0 = cfg.get("lam0", 0.5)
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(
-        opt, max(1, epochs * math.ceil(len(split.x_train) / batch)))
+    opt, sched = adam_cosine(net.parameters(), lr,
+                             epochs * math.ceil(len(split.x_train) / batch))
     state = {"lam": balance(0, epochs, lam0)}
 
     def step(xb, yb, it):
         net.train()
         main, aux = net(to_steps(xb, T, mode))
         loss = shortcut_loss(main, aux, yb, state["lam"])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        return float(loss.detach())
+        return update(opt, loss, sched)
 
     def end_epoch(e):
         state["lam"] = balance(e + 1, epochs, lam0)

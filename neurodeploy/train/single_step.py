@@ -28,12 +28,14 @@ from .common import (
     TrainConfig,
     TrainResult,
     accuracy,
+    adam_cosine,
     calibrate_readout,
     load_data,
     readout_logits,
     seed_everything,
     to_steps,
     train_loop,
+    update,
 )
 
 
@@ -75,18 +77,13 @@ def train(cfg: TrainConfig) -> TrainResult:
     kaiming_init(model, cfg.get("init_gain", 1.0))
     with torch.no_grad():
         model.stem.module.weight /= cfg.get("input_scale", 16.0)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(
-        opt, max(1, epochs * math.ceil(len(split.x_train) / batch)))
+    opt, sched = adam_cosine(model.parameters(), lr,
+                             epochs * math.ceil(len(split.x_train) / batch))
 
     def step(xb, yb, it):
         model.train()
         loss = F.cross_entropy(readout_logits(model, to_steps(xb, T, mode)), yb)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        return float(loss.detach())
+        return update(opt, loss, sched)
 
     def evaluate():
         return accuracy(lambda x: readout_logits(model, x), model, split, T, mode)

@@ -57,6 +57,7 @@ from .common import (
     seed_everything,
     to_steps,
     train_loop,
+    update,
 )
 
 VTH_BITS = 17
@@ -233,11 +234,7 @@ def train_feedback(cfg: TrainConfig, method: str, arch_prefix: str, solver, *, l
     def step(xb, yb, it):
         model.train()
         loss = F.cross_entropy(model(to_steps(xb, T, mode)), yb)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        return float(loss.detach())
+        return update(opt, loss, sched)
 
     def evaluate():
         return accuracy(lambda x: model(x), model, split, T, mode)
