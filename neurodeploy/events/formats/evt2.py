@@ -19,22 +19,18 @@ same output.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 
 from ..types import MISSING_STATE, OTHER_RECORDS, TRIGGERS, DropReport
 from ._base import (
-    FormatStream,
     check_sorted_time,
     drop_decoded,
     expand_slots,
-    iter_records,
     jit_decoders,
     new_events,
     unwrap_counter,
 )
-from .prophesee_header import PropheseeHeader
+from .prophesee_header import PropheseeRawStream
 
 T_CD_OFF, T_CD_ON, T_TIME_HIGH, T_TRIG = 0, 1, 8, 10
 TH_MOD = 1 << 28
@@ -108,21 +104,11 @@ def decode_words_numpy(w: np.ndarray, st: Evt2State, report: DropReport) -> np.n
     return ev
 
 
-class Evt2Stream(FormatStream):
+class Evt2Stream(PropheseeRawStream):
     name = "evt2"
-
-    def __init__(self, path, chunk_events: int, header: PropheseeHeader):
-        super().__init__(path, chunk_events)
-        self.header = header
-        self.sensor_size, self.size_source = header.geometry()
-        self.meta = {"header": header.lines, "plugin": header.plugin}
-
-    def events(self, report: DropReport) -> Iterator[np.ndarray]:
-        st = Evt2State()
-        for words in iter_records(
-            self.path, self.header.data_offset, 4, self.chunk_events, report, dtype="<u4"
-        ):
-            yield decode_words(words, st, report)
+    word_dtype = "<u4"
+    new_state = Evt2State
+    decode = staticmethod(decode_words)
 
 
 def encode_words(ev: np.ndarray) -> np.ndarray:

@@ -43,22 +43,18 @@ one block of words to the next, so streaming in blocks gives exactly the whole-f
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 
 from ..types import EVT3_TIME_LOW_BACKSTEPS, MISSING_STATE, OTHER_RECORDS, TRIGGERS, DropReport
 from ._base import (
-    FormatStream,
     check_sorted_time,
     drop_decoded,
     expand_slots,
-    iter_records,
     jit_decoders,
     new_events,
     unwrap_counter,
 )
-from .prophesee_header import PropheseeHeader
+from .prophesee_header import PropheseeRawStream
 
 T_ADDR_Y, T_ADDR_X, T_BASE_X, T_V12, T_V8, T_TLOW, T_THIGH, T_TRIG = 0, 2, 3, 4, 5, 6, 8, 10
 
@@ -295,21 +291,11 @@ def decode_words_numpy(w: np.ndarray, st: Evt3State, report: DropReport) -> np.n
     return ev
 
 
-class Evt3Stream(FormatStream):
+class Evt3Stream(PropheseeRawStream):
     name = "evt3"
-
-    def __init__(self, path, chunk_events: int, header: PropheseeHeader):
-        super().__init__(path, chunk_events)
-        self.header = header
-        self.sensor_size, self.size_source = header.geometry()
-        self.meta = {"header": header.lines, "plugin": header.plugin}
-
-    def events(self, report: DropReport) -> Iterator[np.ndarray]:
-        st = Evt3State()
-        for words in iter_records(
-            self.path, self.header.data_offset, 2, self.chunk_events, report, dtype="<u2"
-        ):
-            yield decode_words(words, st, report)
+    word_dtype = "<u2"
+    new_state = Evt3State
+    decode = staticmethod(decode_words)
 
 
 # ---------------------------------------------------------------------------------------------

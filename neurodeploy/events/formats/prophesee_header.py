@@ -15,11 +15,14 @@ Geometry, in order of preference:
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..types import EventFileError
-from ._base import read_text_header
+import numpy as np
+
+from ..types import DropReport, EventFileError
+from ._base import FormatStream, iter_records, read_text_header
 
 # (substring of the plugin name, (width, height)); first match wins, so specific names first.
 PLUGIN_HINTS: tuple[tuple[str, tuple[int, int]], ...] = (
@@ -107,3 +110,24 @@ def _offset_after_lines(path: Path, n_lines: int) -> int:
 
 def format_header_lines(pairs: list[tuple[str, str]]) -> bytes:
     return b"".join(f"% {k} {v}\n".encode("latin-1") for k, v in pairs)
+
+
+class PropheseeRawStream(FormatStream):
+    """A Prophesee ``.raw`` file: a text header, then little-endian words of ``word_dtype``
+    decoded chunk by chunk by ``decode(words, state, report)``, the decoder state (``new_state()``)
+    carried across chunks so that streaming equals a whole-file read."""
+
+    word_dtype = "<u2"
+
+    def __init__(self, path, chunk_events: int, header: PropheseeHeader):
+        super().__init__(path, chunk_events)
+        self.header = header
+        self.sensor_size, self.size_source = header.geometry()
+        self.meta = {"header": header.lines, "plugin": header.plugin}
+
+    def events(self, report: DropReport) -> Iterator[np.ndarray]:
+        st = self.new_state()
+        size = np.dtype(self.word_dtype).itemsize
+        for words in iter_records(self.path, self.header.data_offset, size, self.chunk_events,
+                                  report, dtype=self.word_dtype):
+            yield self.decode(words, st, report)
