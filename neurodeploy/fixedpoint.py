@@ -67,6 +67,21 @@ _SIGN_MODES = {
 }
 
 
+#: Loihi's voltage register counts a spiking neuron's refractory steps in units of ``1 << 7``
+#: (nengo-loihi#170: spike probes look for ``refractory period * 128``; lava-nc/lava#282: "the
+#: state of the voltage on Loihi is in fact 128 after a spike", without effect on later steps).
+REFRACTORY_UNIT = 1 << 7
+
+
+def chip_probe_voltage(v, spikes, refractory_steps: int = 1) -> np.ndarray:
+    """``v`` as a voltage probe on the Loihi chip reads it: at a step where the neuron spiked,
+    the register holds the refractory count ``refractory_steps << 7`` instead of the reset
+    value that Lava's CPU models (and this module) keep. Only the probe's view differs: from
+    the next step on both evolve identically."""
+    v = np.asarray(v)
+    return np.where(np.asarray(spikes) != 0, refractory_steps * REFRACTORY_UNIT, v)
+
+
 def wrap_int32(x) -> np.ndarray:
     """Return ``x`` as int64 wrapped modulo ``2**32`` into the int32 range (Lava's storage)."""
     return np.asarray(x, dtype=np.int64).astype(np.int32).astype(np.int64)
