@@ -47,14 +47,14 @@ def test_without_numba_the_numpy_decoders_run(monkeypatch):
     monkeypatch.setitem(sys.modules, "numba", None)  # import numba -> ImportError
     monkeypatch.delitem(sys.modules, "neurodeploy.events.formats.decode_jit", raising=False)
     monkeypatch.delattr(formats_pkg, "decode_jit", raising=False)
-    monkeypatch.setattr(_base, "_jit_tried", False)
-    monkeypatch.setattr(_base, "_jit_module", None)
+    monkeypatch.setattr(_base.DECODERS, "_tried", False)
+    monkeypatch.setattr(_base.DECODERS, "_module", None)
     monkeypatch.setattr(_base, "USE_JIT", None)
     assert _base.jit_decoders() is None
     rec = read_events(REF / "expelliarmus_evt3_sample.raw")
     assert len(rec.events) == 219_596
     assert rec.report.anomalies["evt3_time_low_backsteps"] == 9
-    monkeypatch.setattr(_base, "_jit_tried", False)
+    monkeypatch.setattr(_base.DECODERS, "_tried", False)
     monkeypatch.setattr(_base, "USE_JIT", True)
     with pytest.raises(ImportError):
         _base.jit_decoders()

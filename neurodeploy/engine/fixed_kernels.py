@@ -26,7 +26,6 @@ engine against a plain step loop and against Lava.
 
 from __future__ import annotations
 
-import os
 from types import ModuleType
 
 import nir
@@ -37,6 +36,7 @@ import torch.nn.functional as F
 
 from .. import fixedpoint as fp
 from ..errors import GraphError
+from ..jit import OptionalModule
 from .ops import _pair
 
 #: Largest magnitude below which every float64 integer operation here is exact.
@@ -73,28 +73,12 @@ SPARSE_BLOCK_MIN_OUT = 256
 #: Whether to use the compiled kernels of :mod:`neurodeploy.engine.fixed_jit`: ``None`` (default)
 #: uses them when numba is installed, unless the environment sets ``NEURODEPLOY_JIT=0``.
 USE_JIT: bool | None = None
-_jit_module: ModuleType | None = None
-_jit_tried = False
+KERNELS = OptionalModule("neurodeploy.engine.fixed_jit")
 
 
 def jit_kernels() -> ModuleType | None:
     """The compiled kernels module if it is to be used, else None (numpy kernels)."""
-    global _jit_module, _jit_tried
-    want = USE_JIT if USE_JIT is not None else os.environ.get("NEURODEPLOY_JIT", "1") != "0"
-    if not want:
-        return None
-    if not _jit_tried:
-        _jit_tried = True
-        try:
-            from . import fixed_jit
-        except ImportError:
-            if USE_JIT:
-                raise
-        else:
-            _jit_module = fixed_jit
-    if USE_JIT and _jit_module is None:
-        raise ImportError("neurodeploy.engine.fixed_jit needs numba")
-    return _jit_module
+    return KERNELS.get(USE_JIT)
 
 
 def wrap_signed(x: np.ndarray, bits: int) -> np.ndarray:

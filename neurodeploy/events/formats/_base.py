@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -11,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from ...jit import OptionalModule
 from ..types import CORRUPT_TAIL, CORRUPT_TAIL_BYTES, EVENT_DTYPE, DropReport, EventFileError
 
 # Bytes read per block when a format has no natural record size.
@@ -20,32 +19,12 @@ DEFAULT_BLOCK_BYTES = 1 << 22
 #: :mod:`.decode_jit`: ``None`` (default) uses them when numba is installed, unless the
 #: environment sets ``NEURODEPLOY_JIT=0``; ``False`` selects the numpy decoders (same output).
 USE_JIT: bool | None = None
-_jit_module: ModuleType | None = None
-_jit_tried = False
+DECODERS = OptionalModule("neurodeploy.events.formats.decode_jit")
 
 
 def jit_decoders() -> ModuleType | None:
     """The compiled decoders module if it is to be used, else None (numpy decoders)."""
-    global _jit_module, _jit_tried
-    want = USE_JIT if USE_JIT is not None else os.environ.get("NEURODEPLOY_JIT", "1") != "0"
-    if not want:
-        return None
-    if not _jit_tried:
-        _jit_tried = True
-        try:
-            from . import decode_jit
-        except ImportError:  # no numba
-            if USE_JIT:
-                raise
-        except RuntimeError as e:  # e.g. numba finds no writable cache directory
-            if USE_JIT:
-                raise
-            warnings.warn(f"compiled event decoders unavailable, using numpy: {e}", stacklevel=2)
-        else:
-            _jit_module = decode_jit
-    if USE_JIT and _jit_module is None:
-        raise ImportError("neurodeploy.events.formats.decode_jit needs numba")
-    return _jit_module
+    return DECODERS.get(USE_JIT)
 
 
 class FormatStream:
