@@ -61,6 +61,12 @@ def _prepare(events, sensor_size) -> tuple[np.ndarray, tuple[int, int, int]]:
     return ev, size
 
 
+def _write(path, data: bytes) -> Path:
+    path = Path(path)
+    path.write_bytes(data)
+    return path
+
+
 def _raw_header(evt: str, size) -> bytes:
     w, h = size[0], size[1]
     fmt = "EVT3" if evt == "3.0" else "EVT2"
@@ -79,66 +85,50 @@ def write_evt3(path, events, sensor_size=None) -> Path:
     """Prophesee EVT 3.0 ``.raw`` (header with geometry, vectorised words)."""
     ev, size = _prepare(events, sensor_size)
     words = evt3.encode_words(ev)
-    path = Path(path)
-    path.write_bytes(_raw_header("3.0", size) + words.tobytes())
-    return path
+    return _write(path, _raw_header("3.0", size) + words.tobytes())
 
 
 def write_evt2(path, events, sensor_size=None) -> Path:
     """Prophesee EVT 2.0 ``.raw``."""
     ev, size = _prepare(events, sensor_size)
     words = evt2.encode_words(ev)
-    path = Path(path)
-    path.write_bytes(_raw_header("2.0", size) + words.tobytes())
-    return path
+    return _write(path, _raw_header("2.0", size) + words.tobytes())
 
 
 def write_dat(path, events, sensor_size=None) -> Path:
     """Prophesee DAT (Version 2, Width/Height in the header, EventCD records)."""
     ev, size = _prepare(events, sensor_size)
-    path = Path(path)
-    path.write_bytes(dat.encode(ev, size))
-    return path
+    return _write(path, dat.encode(ev, size))
 
 
 def write_nmnist(path, events, sensor_size=None) -> Path:
     """N-MNIST ``.bin`` (the sensor size is not stored)."""
     ev, _ = _prepare(events, sensor_size)
-    path = Path(path)
-    path.write_bytes(nmnist.encode(ev))
-    return path
+    return _write(path, nmnist.encode(ev))
 
 
 def write_es(path, events, sensor_size=None) -> Path:
     """Event Stream 2.0.0, DVS type (rows stored bottom-up)."""
     ev, size = _prepare(events, sensor_size)
-    path = Path(path)
-    path.write_bytes(eventstream.encode(ev, size))
-    return path
+    return _write(path, eventstream.encode(ev, size))
 
 
 def write_aedat2(path, events, sensor_size=None, layout: str | None = None) -> Path:
     """jAER AEDAT 2.0 (DVS128 layout for 128x128 sensors, DAVIS otherwise; rows bottom-up)."""
     ev, size = _prepare(events, sensor_size)
-    path = Path(path)
-    path.write_bytes(aedat2.encode(ev, size, layout=layout))
-    return path
+    return _write(path, aedat2.encode(ev, size, layout=layout))
 
 
 def write_aedat3(path, events, sensor_size=None) -> Path:
     """AEDAT 3.1 polarity-event packets."""
     ev, size = _prepare(events, sensor_size)
-    path = Path(path)
-    path.write_bytes(aedat3.encode(ev, size))
-    return path
+    return _write(path, aedat3.encode(ev, size))
 
 
 def write_aedat4(path, events, sensor_size=None) -> Path:
     """AEDAT 4.0, one uncompressed event stream (readable with the ``aedat`` package)."""
     ev, size = _prepare(events, sensor_size)
-    path = Path(path)
-    path.write_bytes(aedat4.encode(ev, size))
-    return path
+    return _write(path, aedat4.encode(ev, size))
 
 
 def write_npy(path, events, sensor_size=None) -> Path:
