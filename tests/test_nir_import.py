@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from neurodeploy.cli import main
 from neurodeploy.compiler import compile_graph, load_source
+from neurodeploy.datasets.nmnist_standin import nmnist_standin
 from neurodeploy.engine import simulate_fixed, simulate_float
 from neurodeploy.errors import GraphError, InputFileError
 from neurodeploy.exporters import dequantize
@@ -380,38 +381,6 @@ def test_norse_exported_graph_reproduces_norse(tmp_path):
 
 # --- the Sinabs CNN of the NIR paper ------------------------------------------------------------
 
-def nmnist_like(n: int, steps: int, seed: int = 0):
-    """N-MNIST-like events: scikit-learn digits scaled to 28x28 in a 34x34 frame, moved along
-    N-MNIST's three saccades; ON/OFF events where the brightness rises/falls (Bernoulli with
-    probability 3 |change|). Returns ``x`` [T, n, 2, 34, 34] int64 and the digit labels."""
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    rng = np.random.default_rng(seed)
-    idx = rng.choice(len(d.images), n, replace=False)
-    img = torch.as_tensor(d.images[idx] / 16.0, dtype=torch.float64)[:, None]
-    img = F.interpolate(img, size=(28, 28), mode="bilinear", align_corners=False)[:, 0].numpy()
-    path = [(0, 0), (2, 2), (4, 0), (0, 0)]
-    frames = []
-    for t in range(steps + 1):
-        s = t / steps * 3
-        seg = min(int(s), 2)
-        f = s - seg
-        dy = path[seg][0] + f * (path[seg + 1][0] - path[seg][0])
-        dx = path[seg][1] + f * (path[seg + 1][1] - path[seg][1])
-        iy, ix = int(np.floor(dy)), int(np.floor(dx))
-        fy, fx = dy - iy, dx - ix
-        canvas = np.zeros((n, 34, 34))
-        for ay, wy in ((0, 1 - fy), (1, fy)):
-            for ax, wx in ((0, 1 - fx), (1, fx)):
-                canvas[:, 1 + iy + ay:29 + iy + ay, 1 + ix + ax:29 + ix + ax] += wy * wx * img
-        frames.append(canvas)
-    change = np.diff(np.stack(frames), axis=0) * 3
-    on = rng.random(change.shape) < np.clip(change, 0, 1)
-    off = rng.random(change.shape) < np.clip(-change, 0, 1)
-    return np.stack([on, off], axis=2).astype(np.int64), d.target[idx]
-
-
 def reference_sinabs_cnn(g: nir.NIRGraph, x: np.ndarray) -> dict[str, np.ndarray]:
     """The NIR graph of cnn_sinabs.nir in plain torch: IF (r = 1, dt = 1, reset to v_reset)."""
     p = {k: {f: torch.as_tensor(np.asarray(v, np.float64)) for f, v in vars(n).items()
@@ -451,7 +420,7 @@ def sinabs_path(shared_reference):
 
 def test_cnn_sinabs_float_engine_matches_independent_reference(sinabs_path):
     graph, _ = load_source(sinabs_path, dt=1.0)
-    x, _ = nmnist_like(4, 25, seed=3)
+    x, _ = nmnist_standin(4, seed=3, steps=40)
     ours = simulate_float(graph, x).activity
     ref = reference_sinabs_cnn(nir.read(sinabs_path), x)
     for k, spikes in ref.items():
@@ -459,21 +428,24 @@ def test_cnn_sinabs_float_engine_matches_independent_reference(sinabs_path):
     assert ref["12"].sum() > 0 and ref["1"].sum() > 0
 
 
-def test_cnn_sinabs_compiles_and_runs_on_loihi_sim(sinabs_path, tmp_path, capsys):
-    """Compile with the CLI, run 200 synthetic samples on the native Loihi engine.
+# measured: 96.8 % on 400 samples (seed 0), 95.0 % on these 100 (seed 1); 100 vary by ~2 pp
+AGREEMENT_BOUND = 0.92
 
-    Measured (200 samples): prediction agreement with the float model 86.5 % at T = 30,
-    84 % at T = 40 and 90.5 % at T = 100 with one scale per layer; 89.5 % at T = 30 with one
-    per output channel, the loihi-sim default (docs/interop.md). The native engine equals the float
-    simulation of the dequantized graph exactly, so every disagreement comes from rounding
-    weights to 8 bits (Lava's mixed-sign weights in steps of 2) and thresholds to integers, not
-    from arithmetic or timing; the disagreeing samples are mostly those whose top two classes
-    differ by 0-2 spikes.
+
+def test_cnn_sinabs_compiles_and_runs_on_loihi_sim(sinabs_path, tmp_path, capsys):
+    """Compile with the CLI, run stand-in N-MNIST recordings on the native Loihi engine.
+
+    Input: ``nmnist_standin`` (MNIST-style digits, N-MNIST's saccades, 1 ms bins, 315 steps, as
+    the NIR paper fed this network). ``tools/bench_interop.py`` measures the agreement on 400
+    samples (docs/interop.md); here 100 samples, so a bound a few points below it. The native
+    engine equals the float simulation of the dequantized graph exactly (asserted), so every
+    disagreement comes from rounding parameters, not from arithmetic or timing.
     """
+    steps = 315
     ndp = tmp_path / "x.ndp"
-    assert main(["compile", str(sinabs_path), "--dt", "1", "--time-steps", "25",
+    assert main(["compile", str(sinabs_path), "--dt", "1", "--time-steps", str(steps),
                  "-o", str(ndp)]) == 0
-    x, y = nmnist_like(200, 25, seed=1)
+    x, y = nmnist_standin(100, seed=1, steps=steps)
     np.savez(tmp_path / "in.npz", x=np.moveaxis(x[:, :8], 1, 0), y=y[:8])
     capsys.readouterr()
     assert main(["run", str(ndp), "--input", str(tmp_path / "in.npz"), "--backend", "native",
@@ -486,7 +458,8 @@ def test_cnn_sinabs_compiles_and_runs_on_loihi_sim(sinabs_path, tmp_path, capsys
     graph, _ = load_source(sinabs_path, dt=1.0)
     float_counts = simulate_float(graph, x, record=False).output.sum(0)
     agreement = float((native.predictions == float_counts.argmax(1)).mean())
-    assert agreement >= 0.75, agreement
+    assert agreement >= AGREEMENT_BOUND, agreement
+    assert (float_counts.argmax(1) == y).mean() > 0.4  # the network recognises these digits
     deq = simulate_float(dequantize(cm), x[:, :8], record=False).output.sum(0)
     assert np.array_equal(native.counts[:8], deq)
 

@@ -179,8 +179,13 @@ def simulate(
     params: GeneratorParams,
     thresholds: tuple[np.ndarray, np.ndarray],
     noise_seeds: Sequence[np.random.SeedSequence],
+    path: np.ndarray | None = None,
 ) -> list[np.ndarray]:
-    """Events (sorted by time) for each 28x28 digit image of ``digits`` [B, 28, 28]."""
+    """Events (sorted by time) for each 28x28 digit image of ``digits`` [B, 28, 28].
+
+    ``path``: the digit's offset at each step boundary, shape ``[n_steps + 1, 2]`` (default
+    :func:`motion_path`, constant speed along each saccade).
+    """
     b = len(digits)
     h, w = SENSOR_SIZE[1], SENSOR_SIZE[0]
     pad = 10
@@ -190,7 +195,9 @@ def simulate(
         (b, DIGIT_SIZE + 2 * pad, DIGIT_SIZE + 2 * pad), np.log(bg), dtype=np.float32
     )
     padded[:, pad : pad + DIGIT_SIZE, pad : pad + DIGIT_SIZE] = np.log(bg + (fg - bg) * digits)
-    path = motion_path(params)
+    path = motion_path(params) if path is None else np.asarray(path, dtype=np.float64)
+    if path.shape != (params.n_steps + 1, 2):
+        raise ValueError(f"path must have shape ({params.n_steps + 1}, 2), got {path.shape}")
     th_on = np.broadcast_to(thresholds[0].astype(np.float32), (b, h, w)).ravel()
     th_off = np.broadcast_to(thresholds[1].astype(np.float32), (b, h, w)).ravel()
     neg_th_off = -th_off
