@@ -38,6 +38,12 @@ class Observer(str, Enum):
     search = "search"
 
 
+class Rounding(str, Enum):
+    nearest = "nearest"
+    gptq = "gptq"
+    auto = "auto"
+
+
 COMPILE_EXAMPLES = """
 Examples:
 
@@ -92,6 +98,12 @@ def compile_cmd(
         "--per-channel/--per-layer", help="one scale per output channel (per-neuron thresholds)"
         " or one per layer (default: per channel where the target allows per-neuron "
         "thresholds)")] = None,
+    rounding: Annotated[Rounding | None, typer.Option(
+        help="weight rounding at the chosen scales: nearest; gptq (integer weights that "
+             "minimise the error of each layer's summed input current on the --calibrate "
+             "data); or auto (per layer, whichever of nearest and gptq gives the lowest "
+             "firing-rate error on held-out calibration samples). gptq and auto need "
+             "--calibrate; default: nearest")] = None,
 ):
     """Export to NIR, lower, quantize to Loihi fixed point and write one .ndp artifact."""
     from . import artifact
@@ -107,6 +119,9 @@ def compile_cmd(
 
         graph, info = load_source(model, trust_pickle, shape, time_steps, dt, convert=True,
                                   calibration=calibrate, arch=arch, arch_kwargs=kw)
+        if rounding is not None and rounding is not Rounding.nearest:
+            raise InputFileError(f"--rounding {rounding.value} is not available with --convert: "
+                                 "the calibration data sets the ANN's thresholds there")
         cm = compile_graph(graph, target, source=info, time_steps=info["time_steps"],
                            observer=observer.value if observer else None,
                            per_channel=per_channel, align=align)
@@ -115,7 +130,8 @@ def compile_cmd(
                           calibration=calibrate, observer=observer.value if observer else None,
                           log=lambda line: err.print(f"calibration: {line}", highlight=False),
                           arch=arch, arch_kwargs=kw,
-                          per_channel=per_channel, align=align)
+                          per_channel=per_channel, align=align,
+                          rounding=rounding.value if rounding else None)
     artifact.save(cm, output)
     q = cm.meta["quantization"]["layers"]
     out.print(f"compiled {model} -> {output} (target {cm.meta['target']}, "
@@ -217,14 +233,24 @@ def parse_arch_kwargs(items: list[str]) -> dict:
     return kw
 
 
+def _rounding_cells(ly: dict) -> tuple[str, str]:
+    """Rounding of a layer and its relative input-current error on calibration data."""
+    if ly.get("output_error") is None:
+        return ly.get("rounding", "nearest"), "-"
+    return (ly.get("rounding", "nearest"),
+            f"{ly['output_error_nearest']:.2e} -> {ly['output_error']:.2e}")
+
+
 def _quant_table(meta: dict) -> None:
     q = meta["quantization"]
     t = Table(title="quantization, scales per output channel" if q.get("per_channel")
               else "quantization")
     layers = q["layers"]
     rates = any(ly.get("rate_error") is not None for ly in layers)
+    outs = any(ly.get("output_error") is not None for ly in layers)
     for c in ("layer", "synapses", "observer", "scale", "vth", "dv", "du", "weights",
-              "saturated", "max |err|") + (("rate err",) if rates else ()):
+              "saturated", "max |err|") + (("rate err",) if rates else ()) + (
+              ("rounding", "out err nearest -> used") if outs else ()):
         t.add_column(c, justify="right" if c not in ("layer", "synapses", "observer") else "left")
     for ly in layers:
         obs = ly.get("observer", "minmax")
@@ -234,7 +260,7 @@ def _quant_table(meta: dict) -> None:
                   str(ly["vth"]), str(ly["dv"]), str(ly["du"]), str(ly["n_weights"]),
                   str(ly["n_saturated"]), f"{ly['max_abs_weight_error']:.2e}",
                   *((f"{ly['rate_error']:.4f}" if ly.get("rate_error") is not None else "-",)
-                    if rates else ()))
+                    if rates else ()), *(_rounding_cells(ly) if outs else ()))
     out.print(t)
 
 

@@ -27,6 +27,11 @@ from .quantize import LoihiFormat, quantize_graph
 from .targets import load_target
 
 ANN_SUFFIXES = (".onnx", ".pt2")
+#: Weight rounding when calibration data is given (``compile_graph(rounding=None)``). ``gptq``
+#: and ``auto`` lower every layer's current error on calibration data, but on the accuracy
+#: benchmark they do not beat nearest (docs/fixed-point.md, "Rounding the weights") and cost
+#: minutes of compile time, so they are opt-in.
+DEFAULT_ROUNDING = "nearest"
 
 
 def load_source(path: str | Path, trust_pickle: bool = False, input_shape=None,
@@ -143,7 +148,8 @@ def compile_graph(graph: nir.NIRGraph, target: str = "loihi-sim", source: dict |
                   time_steps: int | None = None, scales: dict | None = None, *,
                   calibration: np.ndarray | None = None, observer: str | None = None,
                   calibration_samples: int = 256, log=None,
-                  per_channel: bool | None = None, align: bool = True) -> CompiledModel:
+                  per_channel: bool | None = None, align: bool = True,
+                  rounding: str | None = None) -> CompiledModel:
     """Lower and quantize ``graph`` for ``target``; returns the artifact in memory.
 
     ``observer``: ``"minmax"`` (default without calibration data), ``"percentile"`` or
@@ -160,9 +166,20 @@ def compile_graph(graph: nir.NIRGraph, target: str = "loihi-sim", source: dict |
     the aligned graph (no delays). ``per_channel``: one
     scale per output channel (``True``) or per layer (``False``); ``None`` takes the target's
     default (per channel where its thresholds may differ per neuron, ``per_neuron_vth``),
-    except that given ``scales`` are then applied as they are, per layer.
+    except that given ``scales`` are then applied as they are, per layer. ``rounding``:
+    ``"nearest"``, ``"gptq"`` (:mod:`neurodeploy.quantize.rounding`: integer weights that
+    minimise the summed input current error on the calibration data, at the observer's scales)
+    or ``"auto"`` (per layer, the candidate with the lowest firing-rate error on held-out
+    calibration samples); the last two need calibration data. ``None``: ``DEFAULT_ROUNDING``.
     """
-    from .quantize.calibrate import calibrate, float_spikes, rate_errors, subsample
+    from .quantize.calibrate import (
+        calibrate,
+        choose_rounding,
+        float_spikes,
+        rate_errors,
+        subsample,
+    )
+    from .quantize.rounding import METHODS, WeightRounding
 
     tgt = load_target(target)
     validate(graph)
@@ -190,6 +207,13 @@ def compile_graph(graph: nir.NIRGraph, target: str = "loihi-sim", source: dict |
             raise QuantizationError(
                 f"calibration data has shape {tuple(calibration.shape)}; expected [T, B, "
                 f"{', '.join(str(int(s)) for s in shape)}]")
+    rounding = rounding or (DEFAULT_ROUNDING if calibration is not None else "nearest")
+    if rounding not in METHODS:
+        raise QuantizationError(f"rounding must be one of {', '.join(METHODS)}, got {rounding!r}")
+    if rounding != "nearest" and calibration is None:
+        raise QuantizationError(f"rounding {rounding!r} needs calibration data (compile "
+                                "--calibrate FILE.npz, or calibration=[T, B, ...] counts)")
+    rnd = WeightRounding(rounding)
     if observer == "search":
         if calibration is None:
             raise QuantizationError("observer 'search' needs calibration data (compile "
@@ -197,14 +221,21 @@ def compile_graph(graph: nir.NIRGraph, target: str = "loihi-sim", source: dict |
         cal = calibrate(training_timing(lowered), calibration, fmt,
                         max_samples=calibration_samples, log=log, per_channel=per_channel,
                         fixed=scales)
+        cal.rounding = rnd  # scales are searched with nearest weights, then rounded
     else:
         cal = None
 
     def quantize(g):
         if cal is not None:
             return cal.quantize(g, fmt)
-        return quantize_graph(g, fmt, scales=scales, observer=observer, per_channel=per_channel)
+        return quantize_graph(g, fmt, scales=scales, observer=observer, per_channel=per_channel,
+                              rounding=rnd)
 
+    if rounding != "nearest":
+        t0 = time.time()
+        choose_rounding(training_timing(lowered), subsample(calibration, calibration_samples),
+                        lambda g: quantize(g)[0], rnd, log=log)
+        rnd.summary["seconds"] = round(time.time() - t0, 2)
     qgraph, report = quantize(lowered)
     if aligned:
         qgraph = settle_precharge(qgraph, quantize(training_timing(lowered))[0])
@@ -241,11 +272,12 @@ def compile_graph(graph: nir.NIRGraph, target: str = "loihi-sim", source: dict |
 def compile_file(path, target="loihi-sim", trust_pickle=False, input_shape=None, time_steps=None,
                  dt=None, *, calibration=None, observer=None, calibration_samples=256,
                  arch: str | None = None, arch_kwargs: dict | None = None,
-                 log=None, per_channel: bool | None = None, align: bool = True
-                 ) -> CompiledModel:
+                 log=None, per_channel: bool | None = None, align: bool = True,
+                 rounding: str | None = None) -> CompiledModel:
     """:func:`load_source` then :func:`compile_graph`; ``calibration`` may be an array or the
     path of an ``.npz`` with ``x`` ``[N, T, *shape]`` (as ``neurodeploy run --input`` reads);
-    ``arch``/``arch_kwargs`` as in :func:`load_source`; ``align`` as in :func:`compile_graph`.
+    ``arch``/``arch_kwargs`` as in :func:`load_source`; ``align`` and ``rounding`` as in
+    :func:`compile_graph`.
     """
     graph, info = load_source(path, trust_pickle, input_shape, time_steps, dt, arch=arch,
                               arch_kwargs=arch_kwargs)
@@ -259,7 +291,7 @@ def compile_file(path, target="loihi-sim", trust_pickle=False, input_shape=None,
     return compile_graph(graph, target, source=info, time_steps=info.get("time_steps"),
                          calibration=calibration, observer=observer,
                          calibration_samples=calibration_samples, log=log,
-                         per_channel=per_channel, align=align)
+                         per_channel=per_channel, align=align, rounding=rounding)
 
 
 def recordings_as_calibration(folder, info: dict, max_samples: int) -> np.ndarray:

@@ -43,8 +43,15 @@ from ..engine.float_engine import simulate_float
 from ..engine.ops import apply_linear
 from ..errors import InputFileError, QuantizationError
 from ..graph import evaluation_order, is_neuron, predecessors
-from .loihi import LoihiFormat, QuantReport, layer_inputs, quantize_graph
+from .loihi import SYNAPSE_TYPES, LoihiFormat, QuantReport, layer_inputs, quantize_graph
 from .observers import ScaleObserver, SearchObserver, make_observer
+from .rounding import (
+    LayerGram,
+    WeightRounding,
+    accumulate_gram,
+    accumulate_layer_gram,
+    unstackable,
+)
 
 #: Synapse sums below this bound are exact in float32 with ample margin (2**24 is the limit).
 _F32_EXACT = 1 << 20
@@ -242,6 +249,153 @@ def float_spikes(graph: nir.NIRGraph, x: np.ndarray) -> dict[str, np.ndarray]:
     return {n: act[n] for n, node in graph.nodes.items() if is_neuron(node)}
 
 
+def _delivered(graph: nir.NIRGraph, pred, back, s: str, n: str, acts: dict[str, np.ndarray]
+               ) -> np.ndarray | None:
+    """What synapse ``s`` multiplies at every step on its way into neuron ``n``: the summed
+    activity ``[T, B, *in_shape]`` of its sources, one step late across a recurrent (back)
+    edge; ``None`` when a source was not recorded."""
+    parts = []
+    for p in pred[s]:
+        if p not in acts:
+            return None
+        a = np.asarray(acts[p], np.float64)
+        if (p, s) in back or (s, n) in back:
+            a = np.concatenate([np.zeros_like(a[:1]), a[:-1]])
+        parts.append(a)
+    return sum(parts[1:], parts[0]) if parts else None
+
+
+def _chunk(nodes: list) -> int:
+    """Rows (sample steps) per Gram update, so that the unfolded patches stay near 2e7 values."""
+    per_row = 0
+    for nd in nodes:
+        k = int(np.prod(np.shape(nd.weight)[1:]))
+        per_row += k * (int(np.prod(nd.input_type["input"][1:])) if isinstance(nd, nir.Conv2d)
+                        else 1)
+    return max(1, int(2e7 // max(per_row, 1)))
+
+
+def layer_grams(graph: nir.NIRGraph, acts: dict[str, np.ndarray], neurons=None,
+                inputs: str = "float") -> dict[str, LayerGram]:
+    """Gram matrices of the inputs of every neuron layer's synapses (``neurons``: only these).
+
+    ``acts``: activity ``[T, B, ...]`` of the graph inputs and neuron layers (every sample,
+    step and, for a Conv2d, kernel position is a column of ``X``). The synapses into one layer
+    are stacked (:func:`~.rounding.accumulate_layer_gram`) so they can be rounded jointly;
+    where they cannot be, each gets its own Gram matrix and the reason is kept. Layers with an
+    unrecorded source are left out (their weights are then rounded to nearest). ``inputs``
+    names where ``acts`` came from, for the record.
+    """
+    pred = predecessors(graph)
+    _, back = evaluation_order(graph)
+    out: dict[str, LayerGram] = {}
+    for n, node in graph.nodes.items():
+        if not is_neuron(node) or (neurons is not None and n not in neurons):
+            continue
+        syn = pred[n]
+        if not syn or not all(isinstance(graph.nodes[s], SYNAPSE_TYPES) for s in syn):
+            continue
+        xs = [_delivered(graph, pred, back, s, n, acts) for s in syn]
+        if any(x is None for x in xs):
+            continue
+        nodes = [graph.nodes[s] for s in syn]
+        why = unstackable(nodes)
+        flat = [x.reshape(-1, *x.shape[2:]) for x in xs]
+        step = _chunk(nodes)
+        grams: list | None = None
+        for r0 in range(0, flat[0].shape[0], step):
+            part = [f[r0:r0 + step] for f in flat]
+            if why is None:
+                grams = [accumulate_layer_gram(nodes, part, grams[0] if grams else None)]
+            else:
+                grams = [accumulate_gram(nd, p, grams[k] if grams else None)
+                         for k, (nd, p) in enumerate(zip(nodes, part, strict=True))]
+        out[n] = LayerGram(list(syn), grams or [], why is None, inputs, why)
+    return out
+
+
+#: Roundings :func:`choose_rounding` tries per layer, by the method asked for; on equal
+#: held-out error the earlier one is kept.
+CANDIDATES = {"auto": ("nearest", "gptq-float", "gptq-quantized"),
+              "gptq": ("gptq-float", "gptq-quantized")}
+#: Every ``HELD_OUT``-th calibration sample judges the candidates; the others fit GPTQ.
+HELD_OUT = 4
+
+
+def choose_rounding(graph: nir.NIRGraph, x: np.ndarray,
+                    quantize: Callable[[nir.NIRGraph], nir.NIRGraph], rounding: WeightRounding,
+                    log: Callable[[str], None] | None = None) -> dict:
+    """Choose every neuron layer's rounding on calibration data; fills ``rounding`` in place.
+
+    ``graph``: the lowered float graph (no delays); ``quantize``: quantizes it with the chosen
+    scales, rounding as ``rounding`` says. The samples of ``x`` are split: every
+    ``HELD_OUT``-th is held out, the rest give the Gram matrices. Layers are visited in
+    evaluation order (:func:`units`, a recurrent group at once); for each, every candidate of
+    ``CANDIDATES[rounding.method]`` is quantized: ``nearest``; ``gptq-float`` (inputs: the
+    float model's spikes); ``gptq-quantized`` (inputs: the spikes of the model whose earlier
+    layers are quantized with their choices, so the rounding also corrects what they got
+    wrong; a layer's own recurrent input stays the float one; skipped when the layer reads only
+    the graph input). The candidate with the lowest firing-rate error against the float model
+    on the held-out samples (the ``search`` observer's metric, given the chosen earlier layers)
+    is kept. Returns the summary recorded in the artifact.
+    """
+    xs = _integer_input(x)
+    T, B = xs.shape[:2]
+    held = np.arange(B) % HELD_OUT == HELD_OUT - 1
+    fit = ~held
+    if not held.any() or not fit.any():  # too few samples to hold any out: judge on all
+        held = fit = np.ones(B, bool)
+    xf, xh = xs[:, fit], xs[:, held]
+    inputs = [n for n, nd in graph.nodes.items() if isinstance(nd, nir.Input)]
+    ref_f = {**float_spikes(graph, xf), **{n: xf for n in inputs}}
+    ref_h = float_spikes(graph, xh)
+    grams_f = layer_grams(graph, ref_f, inputs="float")
+    rounding.grams, rounding.samples = dict(grams_f), int(xf.shape[1])
+    rounding.choice = {n: "nearest" for n in grams_f}
+    cands = CANDIDATES[rounding.method]
+    order, back = evaluation_order(graph)
+    pred = predecessors(graph)
+    acts_f = {n: xf for n in inputs}
+    acts_h = {n: xh for n in inputs}
+    chosen: dict[str, str] = {}
+    for unit in units(graph):
+        own = [n for n in unit if n in grams_f]
+        srcs = {p for n in own for s in pred[n] for p in pred[s]}
+        fresh = any(p not in unit and is_neuron(graph.nodes[p]) for p in srcs)
+        errs: dict[str, float] = {}
+        best, best_spk = None, None
+        for c in cands if own else ("nearest",):
+            if c == "gptq-quantized" and not fresh:
+                continue
+            g = (layer_grams(graph, {**ref_f, **acts_f}, own, "quantized")
+                 if c == "gptq-quantized" else grams_f)
+            for n in own:
+                rounding.grams[n] = g[n] if n in g else grams_f[n]
+                rounding.choice[n] = "nearest" if c == "nearest" else "gptq"
+            spk = _Sim(quantize(graph), order, back, pred).run_unit(unit, acts_h, T)
+            errs[c] = float(sum(rate_error(spk[m], ref_h[m]) for m in unit))
+            if best is None or errs[c] < errs[best]:
+                best, best_spk, best_grams = c, spk, {n: rounding.grams[n] for n in own}
+        for n in own:
+            rounding.grams[n] = best_grams[n]
+            rounding.choice[n] = "nearest" if best == "nearest" else "gptq"
+            rounding.records[n] = {"rounding_rate_errors": errs}
+            chosen[n] = best
+        acts_f.update(_Sim(quantize(graph), order, back, pred).run_unit(unit, acts_f, T))
+        acts_h.update(best_spk)
+        if log and own:
+            log(f"rounding {', '.join(own)}: {best} (held-out rate error "
+                + ", ".join(f"{c} {e:.4g}" for c, e in errs.items()) + ")")
+    rounding.summary = {
+        "rule": "per layer, in evaluation order: the candidate with the lowest firing-rate error "
+                "against the float model on held-out calibration samples (ties: earlier "
+                "candidate)",
+        "candidates": list(cands), "fit_samples": int(xf.shape[1]),
+        "held_out_samples": int(xh.shape[1]) if held is not fit else 0,
+        "chosen": chosen}
+    return rounding.summary
+
+
 def rate_errors(qgraph: nir.NIRGraph, x: np.ndarray, reference: dict[str, np.ndarray]
                 ) -> dict[str, float]:
     """Per neuron layer rate error of the quantized graph against ``reference`` spikes."""
@@ -264,12 +418,14 @@ class Calibration:
     used: str  # "search", or "minmax" when the search found nothing better
     rate_errors: dict[str, float] = field(default_factory=dict)
     per_channel: bool = False  # channel multipliers on top of the layer scales
+    rounding: WeightRounding | None = None  # how weights were rounded in the search
 
     def quantize(self, graph: nir.NIRGraph, fmt: LoihiFormat | None = None
                  ) -> tuple[nir.NIRGraph, QuantReport]:
         """Quantize ``graph`` (the one calibrated) with the chosen parameters."""
         q, rep = quantize_graph(graph, fmt, scales=self.scales, vth_factors=self.vth_factors,
-                                records=self.records, per_channel=self.per_channel)
+                                records=self.records, per_channel=self.per_channel,
+                                rounding=self.rounding)
         rep.observer = self.observer
         rep.calibration = self.summary()
         return q, rep
@@ -284,7 +440,8 @@ class Calibration:
 def calibrate(graph: nir.NIRGraph, x: np.ndarray, fmt: LoihiFormat | None = None, *,
               observer: str | Callable[..., ScaleObserver] = "search", max_samples: int = 256,
               log: Callable[[str], None] | None = None, per_channel: bool = False,
-              fixed: dict[str, float] | None = None) -> Calibration:
+              fixed: dict[str, float] | None = None,
+              rounding: WeightRounding | None = None) -> Calibration:
     """Choose per-layer scales and threshold nudges of the lowered float ``graph`` on ``x``.
 
     ``x``: ``[T, B, *input_shape]`` integer event counts (at most ``max_samples`` are used,
@@ -293,7 +450,9 @@ def calibrate(graph: nir.NIRGraph, x: np.ndarray, fmt: LoihiFormat | None = None
     ``per_channel``: every candidate is quantized with per-channel multipliers on top of its
     layer scale (:func:`~.loihi.quantize_graph`), so the search chooses ``lambda`` under them.
     ``fixed``: scales of neuron layers that are not searched (e.g. the clocks and relays of
-    pipeline alignment); the search chooses every other layer around them.
+    pipeline alignment); the search chooses every other layer around them. ``rounding``: how
+    every candidate's weights are rounded (:class:`~.rounding.WeightRounding`; default nearest),
+    so scales and threshold nudges are chosen for the weights that will be deployed.
     """
     fmt = fmt or LoihiFormat()
     xs = _integer_input(subsample(np.asarray(x), max_samples))
@@ -303,7 +462,8 @@ def calibrate(graph: nir.NIRGraph, x: np.ndarray, fmt: LoihiFormat | None = None
     ref = float_spikes(graph, xs)
     layers = {ly.neuron: ly for ly in layer_inputs(graph, fmt)}
     fixed = dict(fixed or {})
-    base_graph, base_rep = quantize_graph(graph, fmt, scales=fixed, per_channel=per_channel)
+    base_graph, base_rep = quantize_graph(graph, fmt, scales=fixed, per_channel=per_channel,
+                                          rounding=rounding)
     base = {ly.neuron: ly.scale for ly in base_rep.layers}
     sim = _Sim.of(base_graph)
     scales, factors = dict(base), {n: 1.0 for n in base}
@@ -329,7 +489,8 @@ def calibrate(graph: nir.NIRGraph, x: np.ndarray, fmt: LoihiFormat | None = None
                     trial_scales, trial_factors = {**scales, n: lam}, {**factors, n: factor}
                     try:
                         q, _ = quantize_graph(graph, fmt, scales=trial_scales,
-                                              vth_factors=trial_factors, per_channel=per_channel)
+                                              vth_factors=trial_factors, per_channel=per_channel,
+                                              rounding=rounding)
                     except QuantizationError:
                         obs.observe_candidate(lam, factor, np.inf)
                         continue
@@ -357,4 +518,4 @@ def calibrate(graph: nir.NIRGraph, x: np.ndarray, fmt: LoihiFormat | None = None
     for n in fixed.keys() & errs.keys():  # not searched: errors only, observer "override"
         records[n] = {"rate_error": errs[n], "rate_error_minmax": errs_mm[n]}
     return Calibration("search", B, T, scales, factors, records, objective, objective_mm, used,
-                       errs, per_channel)
+                       errs, per_channel, rounding)

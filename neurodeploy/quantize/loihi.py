@@ -44,6 +44,7 @@ import numpy as np
 from ..errors import QuantizationError
 from ..graph import is_neuron, predecessors, reset_mode, successors
 from .observers import MinMaxObserver, ScaleObserver, channel_multipliers, make_observer
+from .rounding import WeightRounding, round_nearest
 
 SYNAPSE_TYPES = (nir.Affine, nir.Conv2d)
 
@@ -82,7 +83,7 @@ class LayerQuant:
     synapses: list[str]
     n_weights: int
     n_saturated: int
-    max_abs_weight_error: float  # in float weight units, <= half an LSB unless saturated
+    max_abs_weight_error: float  # float weight units: <= half an LSB (nearest), < one (gptq)
     observer: str = "minmax"
     vth_factor: float = 1.0  # threshold nudge: vth = round(theta * scale * vth_factor)
     percentile: float | None = None  # percentile observer only
@@ -92,6 +93,13 @@ class LayerQuant:
     per_channel: bool = False  # scales per output channel (channel_scale_min..max)
     channel_scale_min: float | None = None
     channel_scale_max: float | None = None
+    rounding: str = "nearest"  # of all synapse layers into the neuron: nearest or gptq
+    output_error: float | None = None  # ||sum_s (W_s - Q_s/s_s) X_s||^2 / ||sum_s W_s X_s||^2
+    output_error_nearest: float | None = None  # ... with round-to-nearest (calibration data)
+    rounding_inputs: str | None = None  # X from the "float" or the "quantized" earlier layers
+    rounding_joint: bool | None = None  # synapses rounded jointly (else one at a time)
+    rounding_note: str | None = None  # why not gptq, or why not jointly
+    rounding_rate_errors: dict | None = None  # held-out rate error of each candidate rounding
 
 
 @dataclass
@@ -100,6 +108,9 @@ class QuantReport:
     observer: str = "minmax"
     calibration: dict | None = None  # summary from calibrate(), when one ran
     per_channel: bool = False  # one scale per output channel (else one per layer)
+    rounding: str = "nearest"  # weight rounding asked for (WeightRounding.method)
+    rounding_samples: int = 0  # calibration samples behind the rounding (0: none used)
+    rounding_choice: dict | None = None  # how the per-layer rounding was chosen (auto/gptq)
 
     @property
     def saturated_layers(self) -> dict[str, int]:
@@ -108,6 +119,8 @@ class QuantReport:
 
     def as_dict(self) -> dict:
         d = {"observer": self.observer, "per_channel": self.per_channel,
+             "rounding": self.rounding, "rounding_samples": self.rounding_samples,
+             "rounding_choice": self.rounding_choice,
              "layers": [vars(x) for x in self.layers]}
         if self.calibration is not None:
             d["calibration"] = self.calibration
@@ -141,22 +154,13 @@ def _uniform(name, what, a) -> int:
 
 
 def quantize_weights(w: np.ndarray, scale: float | np.ndarray, weight_bits: int = 8):
-    """Integer mantissas of ``w * scale`` in the Lava/Loihi 8-bit synapse format.
+    """Integer mantissas of ``w * scale`` in the Lava/Loihi 8-bit synapse format, rounded to
+    nearest (:func:`.rounding.round_nearest`; the grid is :func:`.rounding.weight_grid`).
 
     ``scale``: a number, or per-row scales that broadcast against ``w`` (``[C_out, 1, ...]``).
     Returns ``(mantissa, n_saturated)``. Mixed-sign matrices use even values only.
     """
-    x = np.asarray(w, float) * scale
-    top = (1 << weight_bits) - 1
-    if x.min() < 0 < x.max() or (x.min() < 0 and x.max() > 0):
-        q = 2 * np.round(x / 2)
-        lo, hi = -(top + 1), top - 1
-    elif x.max() > 0:
-        q, lo, hi = np.round(x), 0, top
-    else:
-        q, lo, hi = np.round(x), -top, 0
-    sat = int(np.count_nonzero((q < lo) | (q > hi)))
-    return np.clip(q, lo, hi).astype(np.int64), sat
+    return round_nearest(np.asarray(w, float) * scale, weight_bits)
 
 
 def max_scale(w_eff: list[np.ndarray], theta: np.ndarray, fmt: LoihiFormat) -> float:
@@ -244,7 +248,8 @@ def quantize_graph(graph: nir.NIRGraph, fmt: LoihiFormat | None = None,
                    observer: str | Callable[..., ScaleObserver] = "minmax",
                    vth_factors: dict[str, float] | None = None,
                    records: dict[str, dict] | None = None,
-                   per_channel: bool = False) -> tuple[nir.NIRGraph, QuantReport]:
+                   per_channel: bool = False,
+                   rounding: WeightRounding | None = None) -> tuple[nir.NIRGraph, QuantReport]:
     """Annotate a lowered graph (``passes.lower_for_hardware``) with fixed-point parameters.
 
     ``observer`` picks every layer's scale from its weights: ``"minmax"`` (default),
@@ -254,9 +259,13 @@ def quantize_graph(graph: nir.NIRGraph, fmt: LoihiFormat | None = None,
     name and candidate errors). ``per_channel``: every output channel ``k`` gets its own scale
     ``lambda_k = lambda m_k`` (:func:`.observers.channel_multipliers`), in its weights (all
     synapse layers), threshold, bias and initial membrane; the target must allow per-neuron
-    thresholds. Returns a new graph whose synapse and neuron nodes carry ``metadata["loihi"]``
-    (``scale``: the layer's ``lambda``; ``channel_scale``: ``lambda_k`` per channel), and the
-    report.
+    thresholds. ``rounding`` (:class:`.rounding.WeightRounding`) chooses how weights are
+    rounded at the chosen scales: to nearest (default), or GPTQ-style on calibration inputs,
+    all synapses into one neuron layer jointly; each layer and its synapses record
+    ``rounding`` and, with calibration inputs, ``output_error`` and ``output_error_nearest``
+    (of the layer's summed input current). Returns a new graph whose synapse and neuron nodes carry
+    ``metadata["loihi"]`` (``scale``: the layer's ``lambda``; ``channel_scale``: ``lambda_k``
+    per channel), and the report.
     """
     from ..passes._util import clone
 
@@ -267,8 +276,10 @@ def quantize_graph(graph: nir.NIRGraph, fmt: LoihiFormat | None = None,
     g = clone(graph)
     dt = float(g.metadata.get("dt", 1.0))
     scales, vth_factors, records = scales or {}, vth_factors or {}, records or {}
+    rounding = rounding or WeightRounding()
     report = QuantReport(observer=observer if isinstance(observer, str) else "custom",
-                         per_channel=bool(per_channel))
+                         per_channel=bool(per_channel), rounding=rounding.method,
+                         rounding_samples=rounding.samples, rounding_choice=rounding.summary)
     for layer in layer_inputs(g, fmt):
         name, syn, gain_u, theta, w_eff = (layer.neuron, layer.synapses, layer.gain, layer.theta,
                                            layer.w_eff)
@@ -303,16 +314,20 @@ def quantize_graph(graph: nir.NIRGraph, fmt: LoihiFormat | None = None,
                                     f"{fmt.vth_bits} bits at scale {lam:.4g}")
         n_sat = n_w = 0
         err = 0.0
-        for s, w in zip(syn, w_eff, strict=True):
-            lam_w = _per_row(lam_c, np.ndim(w)) if np.shape(w)[:1] == (n_ch,) else lam
-            q, sat = quantize_weights(w, lam_w, fmt.weight_bits)
+        lam_ws = [_per_row(lam_c, np.ndim(w)) if np.shape(w)[:1] == (n_ch,) else lam
+                  for w in w_eff]
+        qs, sats, rrec = rounding.round_layer(name, w_eff, lam_ws, fmt.weight_bits)
+        node_rec = {k: v for k, v in rrec.items()
+                    if k in ("rounding", "rounding_inputs", "rounding_note", "output_error",
+                             "output_error_nearest")}
+        for s, w, lam_w, q, sat in zip(syn, w_eff, lam_ws, qs, sats, strict=True):
             n_sat += sat
             n_w += q.size
             err = max(err, float(np.abs(q / lam_w - w).max()) / gain_u if q.size else 0.0)
             conn = g.nodes[s]
             conn.metadata = dict(conn.metadata)
             conn.metadata["loihi"] = {"weight_mant": q, "weight_exp": 0, "scale": lam,
-                                      "channel_scale": lam_c, "n_saturated": sat}
+                                      "channel_scale": lam_c, "n_saturated": sat, **node_rec}
         bias_eff = np.round(bias_v * lam_n * (1 << fmt.act_shift)).astype(np.int64)
         mant_max = (1 << (fmt.bias_mant_bits - 1)) - 1
         bias_exp = 0
@@ -341,5 +356,10 @@ def quantize_graph(graph: nir.NIRGraph, fmt: LoihiFormat | None = None,
             percentile=rec.get("percentile"), rate_error=rec.get("rate_error"),
             rate_error_minmax=rec.get("rate_error_minmax"), candidates=cands.tolist(),
             per_channel=bool(per_channel), channel_scale_min=float(lam_c.min()),
-            channel_scale_max=float(lam_c.max())))
+            channel_scale_max=float(lam_c.max()), rounding=rrec["rounding"],
+            output_error=rrec.get("output_error"),
+            output_error_nearest=rrec.get("output_error_nearest"),
+            rounding_inputs=rrec.get("rounding_inputs"),
+            rounding_joint=rrec.get("rounding_joint"), rounding_note=rrec.get("rounding_note"),
+            rounding_rate_errors=rrec.get("rounding_rate_errors")))
     return g, report
