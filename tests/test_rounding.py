@@ -9,8 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from neurodeploy import artifact
-from neurodeploy.compiler import DEFAULT_ROUNDING, compile_graph, pad_for_pipeline
-from neurodeploy.engine import simulate_fixed
+from neurodeploy.compiler import DEFAULT_ROUNDING, compile_graph
 from neurodeploy.errors import QuantizationError
 from neurodeploy.frontends.torch import torch_to_nir
 from neurodeploy.quantize.loihi import max_scale, quantize_weights
@@ -27,6 +26,7 @@ from neurodeploy.quantize.rounding import (
 )
 from tests.models_for_tests import conv3, residual, spikes
 from tests.test_calibration import FMT, counts, recurrent_graph
+from tests.test_lava_equivalence import check_lava_equals_native
 
 
 def correlated_spikes(n: int, k: int, rng: np.random.Generator, dist_seed: int = 0
@@ -181,19 +181,10 @@ def test_recurrent_synapses_are_rounded_from_their_recorded_inputs(two_layer_loo
 @pytest.mark.parametrize("model,shape", [(conv3(seed=3), (2, 9, 9)), (residual(seed=1),
                                                                          (2, 8, 8))])
 def test_gptq_rounded_model_runs_bit_exactly_on_lava(model, shape):
-    from neurodeploy.backends.lava.network import simulate_lava
-
-    g = torch_to_nir(model, shape)
     cal = spikes(10, 16, shape, p=0.35, seed=9).numpy().astype(np.int64)
-    cm = compile_graph(g, time_steps=20, calibration=cal, observer="minmax", rounding="gptq")
+    cm, _ = check_lava_equals_native(model, shape, T=20, B=1, calibration=cal,
+                                     observer="minmax", rounding="gptq")
     assert any("gptq" in ly["rounding"] for ly in cm.meta["quantization"]["layers"])
-    x = spikes(20, 1, shape, p=0.35, seed=0).numpy().astype(np.int64)
-    xp = pad_for_pipeline(x, cm.meta["pipeline_depth"])
-    lava = simulate_lava(cm.graph, xp)
-    native = simulate_fixed(cm.graph, xp).activity
-    for k, v in lava.items():
-        assert np.array_equal(v, native[k]), f"layer {k} differs"
-    assert sum(v.sum() for v in lava.values()) > 0
 
 
 def _two_branch(rng, n=6, k=24, skip=8):
