@@ -21,6 +21,7 @@ from neurodeploy.compiler import compile_file, compile_graph
 from neurodeploy.engine import simulate_fixed, simulate_float
 from neurodeploy.frontends.torch import torch_to_nir
 from neurodeploy.nn.dsr import DSRIF, DSRLIF, DSRIFFunction, DSRLIFFunction, lif_time_weights
+from neurodeploy.quantize.qat import on_grid
 from neurodeploy.train import METHODS, TrainConfig
 from neurodeploy.train.common import (
     align_for_pipeline,
@@ -334,6 +335,7 @@ def test_single_step_unrolled_recurrence_exports_and_reads_out_a_burst():
 def test_single_step_training_deploys_with_one_input_step():
     res = METHODS["single-step"](tiny(width=4, depths="2,1", readout_steps=8))
     assert res.time_steps == 1 and res.deploy_steps == 8 and res.input_mode == "first"
+    assert res.extra["qat_epochs"] == 20 and on_grid(res.model.grid_groups())  # QAT snapped
     d = deploy(res, load_digits_split(), limit=16)
     assert 0.0 <= d["loihi_accuracy"] <= 1.0
 

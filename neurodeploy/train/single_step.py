@@ -4,7 +4,8 @@ The network (:func:`neurodeploy.zoo.single_step.single_step_sequencer`) sees the
 time step (T = 1): every hidden neuron fires at most once, and spatial recurrence along the
 image axes (unrolled into feed-forward layers) replaces temporal integration. Training is plain
 surrogate-gradient BPTT with T = 1 (ATan surrogate), Adam, cross-entropy on the current into the
-readout neuron.
+readout neuron, followed by ``qat_epochs`` (default 20) of quantization-aware fine-tuning on the
+Loihi weight grid (:func:`finetune_on_grid`; ``--set qat_epochs=0`` skips it).
 
 Deployed, the image is presented on the first step of a ``readout_steps`` window (input mode
 ``"first"``) and the readout IF turns its membrane into a spike count (see the architecture's
@@ -22,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import zoo
+from ..quantize.qat import quantized_weights, snap_
 from ..zoo.dsr import IdentityConv
 from . import register
 from .common import (
@@ -92,6 +94,44 @@ def train(cfg: TrainConfig) -> TrainResult:
                          method="single-step")
     acc = evaluate()
     kw["readout_threshold"] = calibrate_readout(model, split, T, mode, window=window)
+    extra = {"readout_steps": window}
+    qat_epochs = int(cfg.get("qat_epochs", 20))
+    if qat_epochs > 0:
+        extra.update(float_accuracy_before_qat=acc, qat_epochs=qat_epochs)
+        history += finetune_on_grid(model, split, cfg, qat_epochs, float(cfg.get("qat_lr", 3e-4)),
+                                    batch, evaluate)
+        acc = evaluate()
     return TrainResult("single-step", model.eval(), arch, kw, split.input_shape, T, acc, mode,
-                       eval_steps=window, history=history, extra={"readout_steps": window},
+                       eval_steps=window, history=history, extra=extra,
                        seconds=time.time() - t_start)
+
+
+def finetune_on_grid(model, split, cfg: TrainConfig, epochs: int, lr: float, batch: int,
+                     evaluate) -> list[dict]:
+    """Quantization-aware fine-tuning (:mod:`neurodeploy.quantize.qat`), then snap the weights.
+
+    With T = 1 every hidden neuron makes one binary decision per image, so rounding the weights
+    to 8 bits flips the decisions that sit within a rounding step of the threshold, and a few
+    test images change class. Training through the grid that ``compile`` will use and snapping
+    to it makes the float model one that min/max per-channel quantization maps exactly. The
+    readout threshold is calibrated before, since it sets the readout layer's grid.
+    """
+    groups = model.grid_groups()
+    opt, sched = adam_cosine(model.parameters(), lr, epochs * math.ceil(len(split.x_train) / batch))
+
+    def step(xb, yb, it):
+        model.train()
+        with quantized_weights(groups):
+            loss = F.cross_entropy(readout_logits(model, to_steps(xb, 1, "first")), yb)
+            opt.zero_grad()
+            loss.backward()
+        opt.step()
+        sched.step()
+        return float(loss.detach())
+
+    history = train_loop(split, cfg, epochs=epochs, batch=batch, step=step, evaluate=evaluate,
+                         method="single-step QAT")
+    snap_(groups)
+    for rec in history:
+        rec["phase"] = "qat"
+    return history

@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from .. import nn as snn
+from ..quantize.qat import GridGroup
 from . import register
 from .dsr import IdentityConv
 
@@ -142,6 +143,38 @@ class SingleStepSequencer(nn.Module):
             if i < len(self.merges):
                 x = self.merges[i](x)
         return self.readout(self.fc(self.flat(self.pool(x))))
+
+    def grid_groups(self) -> list[GridGroup]:
+        """The weights into each neuron layer, for quantization-aware fine-tuning
+        (:mod:`neurodeploy.quantize.qat`).
+
+        A mixer's ``proj`` feeds every iteration ``h_k`` but its ``rec`` only ``h_1`` on, so
+        ``proj`` sets the channel scales and ``rec`` is clamped to them. The average pool is
+        folded into ``fc`` (``w_eff = w / side^2``).
+        """
+
+        def th(sn) -> float:
+            return float(sn.effective_threshold())
+
+        groups = [GridGroup("stem", [self.stem.module.weight], th(self.stem_sn),
+                            [self.stem_sn.gain])]
+        for i, block in enumerate(self.blocks):
+            mx = block.mixer
+            groups.append(GridGroup(f"blocks.{i}.mixer", [mx.proj.module.weight,
+                                                          mx.rec.module.weight],
+                                    th(mx.h[0]), [mx.h[0].gain] * 2, ref=1))
+            groups.append(GridGroup(f"blocks.{i}.fc1", [block.fc1.module.weight], th(block.sn1),
+                                    [block.sn1.gain]))
+            groups.append(GridGroup(f"blocks.{i}.fc2", [block.fc2.module.weight], th(block.sn2),
+                                    [block.sn2.gain]))
+            if i < len(self.merges):
+                conv, sn = self.merges[i]
+                groups.append(GridGroup(f"merges.{i}", [conv.module.weight], th(sn), [sn.gain]))
+        k = self.pool.module.kernel_size
+        area = k * k if isinstance(k, int) else k[0] * k[1]
+        groups.append(GridGroup("fc", [self.fc.module.weight], th(self.readout),
+                                [self.readout.gain / area]))
+        return groups
 
 
 @register("single-step-sequencer")
